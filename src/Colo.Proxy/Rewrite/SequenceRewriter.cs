@@ -1,0 +1,289 @@
+using System.Buffers.Binary;
+
+namespace Colo.Proxy;
+
+/// <summary>
+/// Secondary-side TCP sequence translation (after QEMU net/filter-rewriter.c): the SVM chose its own initial sequence
+/// numbers for connections opened since the last checkpoint; this translates the SVM's sequence space into the PVM's
+/// per connection, so SVM output compares against PVM output and, after failover, clients keep their connections.
+/// </summary>
+/// <remarks>
+/// Not thread-safe; the caller serialises calls. Connections whose offset is 0 or unknown are left untouched, as are
+/// malformed and non-TCP frames. Offsets are learned from the handshake: once the SVM's ISN is known (from its SYN or
+/// SYN-ACK), the first client segment with ACK gives offset = clientAck − (svmIsn + 1).
+/// </remarks>
+public sealed class SequenceRewriter
+{
+    private sealed class Entry
+    {
+        public Key Key;
+        public bool IsnKnown;
+        public uint SvmIsn;
+        public bool OffsetKnown;
+        public uint Offset;
+        public bool ClientFin, SvmFin, Rst;
+        public long LastActivity;
+    }
+
+    private readonly record struct Key(uint GuestIp, uint PeerIp, ushort GuestPort, ushort PeerPort)
+    {
+        public override int GetHashCode() =>
+            (int)(GuestIp * 0x9E3779B1u ^ PeerIp * 0x85EBCA77u ^ ((uint)GuestPort << 16 | PeerPort) * 0xC2B2AE3Du);
+    }
+
+    private readonly Dictionary<Key, Entry> _table = new();
+    private readonly Stack<Entry> _pool = new();
+    private readonly TimeProvider _time;
+    private readonly int _maxConnections;
+    private readonly long _closedIdleTicks;
+    private readonly long _idleTicks;
+    private long _lastExpire;
+
+    /// <summary>Creates a rewriter.</summary>
+    /// <param name="time">Clock for expiry; <see cref="TimeProvider.System"/> when null.</param>
+    /// <param name="maxConnections">Table bound (default 65536); when full, closed then least recently used entries are evicted.</param>
+    /// <param name="closedIdle">How long an entry closed by FIN (both sides) or RST stays after its last packet (default 60 s).</param>
+    /// <param name="idle">How long any entry stays without packets (default 2 h).</param>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="maxConnections"/> is not positive.</exception>
+    public SequenceRewriter(TimeProvider? time = null, int maxConnections = 65536, TimeSpan? closedIdle = null, TimeSpan? idle = null)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxConnections);
+        _time = time ?? TimeProvider.System;
+        _maxConnections = maxConnections;
+        _closedIdleTicks = (long)((closedIdle ?? TimeSpan.FromSeconds(60)).TotalSeconds * _time.TimestampFrequency);
+        _idleTicks = (long)((idle ?? TimeSpan.FromHours(2)).TotalSeconds * _time.TimestampFrequency);
+    }
+
+    /// <summary>
+    /// True (default): learn offsets for new connections. Set false at failover: from then on clients talk to the SVM
+    /// directly, so connections opened afterwards must not be given an offset; existing connections keep translating.
+    /// </summary>
+    public bool LearnOffsets { get; set; } = true;
+
+    /// <summary>Number of tracked connections.</summary>
+    public int ConnectionCount => _table.Count;
+
+    /// <summary>Frames modified so far (either direction).</summary>
+    public long RewrittenFrames { get; private set; }
+
+    /// <summary>Entries evicted because the table was full.</summary>
+    public long Evictions { get; private set; }
+
+    /// <summary>
+    /// Client → SVM: on connections with a non-zero offset subtracts it from the acknowledgement number and from both
+    /// edges of every SACK block, fixing the TCP checksum incrementally. Learns the offset (see class remarks).
+    /// Malformed and non-TCP frames are left untouched. Never throws.
+    /// </summary>
+    /// <param name="frame">The frame, modified in place.</param>
+    public void RewriteFromClient(Span<byte> frame)
+    {
+        if (!PacketView.TryParse(frame, out PacketView v, out _) || v.Kind != PacketKind.Tcp)
+        {
+            return;
+        }
+        Key key = new(v.DstIp, v.SrcIp, v.DstPort, v.SrcPort);
+        if (!_table.TryGetValue(key, out Entry? e))
+        {
+            return;
+        }
+        long now = _time.GetTimestamp();
+        e.LastActivity = now;
+        if (v.Has(TcpFlags.Syn) && !v.Has(TcpFlags.Ack))
+        {
+            // A new client SYN on this 4-tuple: a new connection; forget the old translation.
+            Remove(e);
+            return;
+        }
+        if (v.Has(TcpFlags.Rst))
+        {
+            e.Rst = true;
+        }
+        if (v.Has(TcpFlags.Fin))
+        {
+            e.ClientFin = true;
+        }
+        if (!v.Has(TcpFlags.Ack))
+        {
+            return;
+        }
+        if (!e.OffsetKnown)
+        {
+            if (!e.IsnKnown || !LearnOffsets)
+            {
+                return;
+            }
+            e.Offset = v.AckNumber - (e.SvmIsn + 1);
+            e.OffsetKnown = true;
+        }
+        uint off = e.Offset;
+        if (off == 0)
+        {
+            return;
+        }
+        Span<byte> tcp = frame.Slice(v.L4Offset);
+        ushort ck = BinaryPrimitives.ReadUInt16BigEndian(tcp.Slice(16, 2));
+        uint oldAck = v.AckNumber;
+        uint newAck = oldAck - off;
+        BinaryPrimitives.WriteUInt32BigEndian(tcp.Slice(8, 4), newAck);
+        ck = Checksum.Update32(ck, oldAck, newAck);
+        for (int i = 0; i < v.SackBlockCount; i++)
+        {
+            Span<byte> edge = frame.Slice(v.SackOffset + i * 8, 8);
+            uint l = BinaryPrimitives.ReadUInt32BigEndian(edge);
+            uint r = BinaryPrimitives.ReadUInt32BigEndian(edge.Slice(4));
+            BinaryPrimitives.WriteUInt32BigEndian(edge, l - off);
+            BinaryPrimitives.WriteUInt32BigEndian(edge.Slice(4), r - off);
+            ck = Checksum.Update32(ck, l, l - off);
+            ck = Checksum.Update32(ck, r, r - off);
+        }
+        BinaryPrimitives.WriteUInt16BigEndian(tcp.Slice(16, 2), ck);
+        RewrittenFrames++;
+    }
+
+    /// <summary>
+    /// SVM → client: on connections with a non-zero offset adds it to the sequence number, fixing the TCP checksum
+    /// incrementally. Records the SVM's ISN from its SYN or SYN-ACK (only while <see cref="LearnOffsets"/>).
+    /// Malformed and non-TCP frames are left untouched. Never throws.
+    /// </summary>
+    /// <param name="frame">The frame, modified in place.</param>
+    public void RewriteFromSvm(Span<byte> frame)
+    {
+        if (!PacketView.TryParse(frame, out PacketView v, out _) || v.Kind != PacketKind.Tcp)
+        {
+            return;
+        }
+        Key key = new(v.SrcIp, v.DstIp, v.SrcPort, v.DstPort);
+        long now = _time.GetTimestamp();
+        if (now - _lastExpire >= _time.TimestampFrequency)
+        {
+            // About once a second (amortised): drop expired entries.
+            _lastExpire = now;
+            Expire();
+        }
+        _table.TryGetValue(key, out Entry? e);
+        if (v.Has(TcpFlags.Syn))
+        {
+            if (e is not null && (!e.IsnKnown || e.SvmIsn != v.Seq))
+            {
+                // A different handshake on this 4-tuple (port reuse): start over.
+                Remove(e);
+                e = null;
+            }
+            if (e is null)
+            {
+                if (!LearnOffsets)
+                {
+                    return;
+                }
+                e = Add(key, now);
+                e.IsnKnown = true;
+                e.SvmIsn = v.Seq;
+            }
+        }
+        if (e is null)
+        {
+            return;
+        }
+        e.LastActivity = now;
+        if (v.Has(TcpFlags.Rst))
+        {
+            e.Rst = true;
+        }
+        if (v.Has(TcpFlags.Fin))
+        {
+            e.SvmFin = true;
+        }
+        if (!e.OffsetKnown || e.Offset == 0)
+        {
+            return;
+        }
+        Span<byte> tcp = frame.Slice(v.L4Offset);
+        ushort ck = BinaryPrimitives.ReadUInt16BigEndian(tcp.Slice(16, 2));
+        uint oldSeq = v.Seq;
+        uint newSeq = oldSeq + e.Offset;
+        BinaryPrimitives.WriteUInt32BigEndian(tcp.Slice(4, 4), newSeq);
+        BinaryPrimitives.WriteUInt16BigEndian(tcp.Slice(16, 2), Checksum.Update32(ck, oldSeq, newSeq));
+        RewrittenFrames++;
+    }
+
+    /// <summary>
+    /// After the SVM loaded a checkpoint it holds the PVM's TCP state: every offset becomes 0 and ISNs of handshakes in
+    /// progress are forgotten, so the table is emptied.
+    /// </summary>
+    public void ResetAfterCheckpoint()
+    {
+        foreach (KeyValuePair<Key, Entry> kv in _table)
+        {
+            _pool.Push(kv.Value);
+        }
+        _table.Clear();
+    }
+
+    private Entry Add(Key key, long now)
+    {
+        if (_table.Count >= _maxConnections)
+        {
+            Evict(now);
+        }
+        Entry e = _pool.Count > 0 ? _pool.Pop() : new Entry();
+        e.Key = key;
+        e.IsnKnown = e.OffsetKnown = false;
+        e.SvmIsn = e.Offset = 0;
+        e.ClientFin = e.SvmFin = e.Rst = false;
+        e.LastActivity = now;
+        _table.Add(key, e);
+        return e;
+    }
+
+    private void Remove(Entry e)
+    {
+        _table.Remove(e.Key);
+        _pool.Push(e);
+    }
+
+    private void Evict(long now)
+    {
+        Entry? lru = null;
+        int removed = 0;
+        foreach (KeyValuePair<Key, Entry> kv in _table)
+        {
+            Entry e = kv.Value;
+            bool closed = e.Rst || (e.ClientFin && e.SvmFin);
+            long idle = now - e.LastActivity;
+            if (closed || idle >= _idleTicks)
+            {
+                Remove(e);
+                removed++;
+            }
+            else if (lru is null || e.LastActivity < lru.LastActivity)
+            {
+                lru = e;
+            }
+        }
+        if (removed == 0 && lru is not null)
+        {
+            Remove(lru);
+            removed = 1;
+        }
+        Evictions += removed;
+    }
+
+    /// <summary>
+    /// Removes entries closed (FIN both ways or RST) and idle for the closed-idle time, or idle for the idle time.
+    /// Also runs automatically about once a second from <see cref="RewriteFromSvm"/>. O(entries).
+    /// </summary>
+    public void Expire()
+    {
+        long now = _time.GetTimestamp();
+        foreach (KeyValuePair<Key, Entry> kv in _table)
+        {
+            Entry e = kv.Value;
+            bool closed = e.Rst || (e.ClientFin && e.SvmFin);
+            long idle = now - e.LastActivity;
+            if ((closed && idle >= _closedIdleTicks) || idle >= _idleTicks)
+            {
+                Remove(e);
+            }
+        }
+    }
+}
