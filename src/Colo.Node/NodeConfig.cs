@@ -1,0 +1,135 @@
+using System.Net;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace Colo.Node;
+
+/// <summary>
+/// Configuration of one COLO daemon (primary or secondary), read from a JSON file
+/// (snake_case keys). Both daemons of a pair must describe the same VM (name, memory, MAC).
+/// </summary>
+public sealed record NodeConfig
+{
+    /// <summary>VM name; used in file names (letters, digits, '-', '_').</summary>
+    public required string VmName { get; init; }
+
+    /// <summary>Directory for sockets, console log and status.json of this daemon.</summary>
+    public required string RunDirectory { get; init; }
+
+    /// <summary>Guest kernel (bzImage).</summary>
+    public required string KernelPath { get; init; }
+
+    /// <summary>Guest initramfs.</summary>
+    public required string InitrdPath { get; init; }
+
+    /// <summary>Guest kernel command line.</summary>
+    public required string KernelCmdline { get; init; }
+
+    /// <summary>Guest RAM in MiB (default 256).</summary>
+    public int MemoryMiB { get; init; } = 256;
+
+    /// <summary>Guest NIC MAC address, e.g. 52:54:00:c0:10:01.</summary>
+    public required string GuestMac { get; init; }
+
+    /// <summary>Guest IPv4 address (without prefix); used for the gratuitous ARP at failover.</summary>
+    public required string GuestIp { get; init; }
+
+    /// <summary>Existing TAP interface on this host that faces the clients (default tap0).</summary>
+    public string TapName { get; init; } = "tap0";
+
+    /// <summary>Replication link: the secondary listens on this address, the primary connects to it.</summary>
+    public required string LinkAddress { get; init; }
+
+    /// <summary>Replication link TCP port (default 7070).</summary>
+    public int LinkPort { get; init; } = 7070;
+
+    /// <summary>Compare timeout in ms: PVM output not matched within it forces a checkpoint (default 1000).</summary>
+    public int CompareTimeoutMs { get; init; } = 1000;
+
+    /// <summary>Maximum epoch length in ms before a periodic checkpoint (default 10000; 0 = none).</summary>
+    public int MaxEpochMs { get; init; } = 10000;
+
+    /// <summary>Heartbeat interval in ms (default 100).</summary>
+    public int HeartbeatIntervalMs { get; init; } = 100;
+
+    /// <summary>Peer declared lost after this many ms without any message (default 500).</summary>
+    public int HeartbeatTimeoutMs { get; init; } = 500;
+
+    /// <summary>Time the primary waits for the secondary's "loaded" acknowledgement, ms (default 20000).</summary>
+    public int CheckpointTimeoutMs { get; init; } = 20000;
+
+    /// <summary>Time to wait for the peer to connect or accept on the link, ms (default 300000).</summary>
+    public int LinkWaitMs { get; init; } = 300_000;
+
+    /// <summary>Console line the guest prints when its services are up (default COLO-GUEST-READY).</summary>
+    public string ReadyMarker { get; init; } = "COLO-GUEST-READY";
+
+    /// <summary>Time the primary waits for <see cref="ReadyMarker"/>, ms (default 300000).</summary>
+    public int GuestReadyTimeoutMs { get; init; } = 300_000;
+
+    /// <summary>Directory for guest RAM files (default /dev/shm).</summary>
+    public string RamDirectory { get; init; } = "/dev/shm";
+
+    /// <summary>Prefix of every file this daemon creates in <see cref="RamDirectory"/>.</summary>
+    public string RamFilePrefix { get; init; } = "colo";
+
+    /// <summary>Guest RAM size in bytes.</summary>
+    [JsonIgnore]
+    public long MemoryBytes => (long)MemoryMiB * 1024 * 1024;
+
+    /// <summary>Link endpoint.</summary>
+    [JsonIgnore]
+    public IPEndPoint LinkEndPoint => new(IPAddress.Parse(LinkAddress), LinkPort);
+
+    internal static readonly JsonSerializerOptions Json = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        WriteIndented = true,
+    };
+
+    /// <summary>Reads and validates a config file.</summary>
+    /// <exception cref="InvalidDataException">The file is not valid JSON or a value is out of range (message names the key).</exception>
+    public static NodeConfig Load(string path)
+    {
+        NodeConfig? cfg;
+        try
+        {
+            cfg = JsonSerializer.Deserialize<NodeConfig>(File.ReadAllText(path), Json);
+        }
+        catch (JsonException e)
+        {
+            throw new InvalidDataException($"config {path}: {e.Message}", e);
+        }
+        if (cfg is null)
+            throw new InvalidDataException($"config {path}: empty");
+        cfg.Validate();
+        return cfg;
+    }
+
+    /// <summary>Writes the config as JSON.</summary>
+    public void Save(string path) => File.WriteAllText(path, JsonSerializer.Serialize(this, Json));
+
+    /// <summary>Checks every value.</summary>
+    /// <exception cref="InvalidDataException">A value is invalid; the message names it.</exception>
+    public void Validate()
+    {
+        static void Check(bool ok, string message)
+        {
+            if (!ok)
+                throw new InvalidDataException("config: " + message);
+        }
+        Check(!string.IsNullOrWhiteSpace(VmName) && VmName.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_'), "vm_name must be letters, digits, '-' or '_'");
+        Check(MemoryMiB is >= 16 and <= 65536, "memory_mib must be 16..65536");
+        Check(File.Exists(KernelPath), $"kernel_path {KernelPath} does not exist");
+        Check(File.Exists(InitrdPath), $"initrd_path {InitrdPath} does not exist");
+        Check(System.Net.NetworkInformation.PhysicalAddress.TryParse(GuestMac.Replace(':', '-'), out _), "guest_mac is not a MAC address");
+        Check(IPAddress.TryParse(GuestIp, out var ip) && ip.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork, "guest_ip must be an IPv4 address");
+        Check(IPAddress.TryParse(LinkAddress, out _), "link_address must be an IP address");
+        Check(LinkPort is > 0 and < 65536, "link_port must be 1..65535");
+        Check(CompareTimeoutMs is >= 10 and <= 600_000, "compare_timeout_ms must be 10..600000");
+        Check(MaxEpochMs >= 0, "max_epoch_ms must be >= 0");
+        Check(HeartbeatIntervalMs > 0 && HeartbeatTimeoutMs > HeartbeatIntervalMs, "heartbeat_timeout_ms must exceed heartbeat_interval_ms > 0");
+        Check(CheckpointTimeoutMs > 0 && LinkWaitMs > 0 && GuestReadyTimeoutMs > 0, "timeouts must be positive");
+        Check(TapName.Length is > 0 and <= 15, "tap_name must be 1..15 characters");
+    }
+}

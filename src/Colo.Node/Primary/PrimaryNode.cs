@@ -1,0 +1,317 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using System.Diagnostics;
+using Colo.Checkpoint;
+using Colo.Failover;
+using Colo.Link;
+using Colo.Proxy;
+using Colo.Vm;
+using Microsoft.Extensions.Logging;
+
+namespace Colo.Node.Primary;
+
+/// <summary>
+/// The primary daemon: runs the PVM, its proxy and the checkpoint controller. Boots the guest,
+/// waits for it to be ready, connects the replication link, performs the initial full sync and
+/// then checkpoints on demand (compare mismatch, compare timeout, queue full, maximum epoch
+/// length). When the secondary is lost it releases everything and runs unprotected; when its PVM
+/// dies it says goodbye on the link and exits with code 2.
+/// </summary>
+public sealed class PrimaryNode
+{
+    private readonly NodeConfig _cfg;
+    private readonly ILoggerFactory _loggers;
+    private readonly ILogger _log;
+    private readonly NodeStatus _status = new() { Role = "primary" };
+    private readonly string _statusPath;
+    private readonly SemaphoreSlim _trigger = new(0);
+    private readonly object _triggerLock = new();
+    private CheckpointReason? _pendingReason;
+    private LinkConnection? _link;
+    private PrimaryProxy? _proxy;
+    private HeartbeatMonitor? _heartbeat;
+    private TaskCompletionSource<ulong>? _loaded;
+    private volatile bool _protected;
+    private int _secondaryLost;
+
+    /// <summary>Creates the daemon; nothing starts until <see cref="RunAsync"/>.</summary>
+    public PrimaryNode(NodeConfig config, ILoggerFactory loggers)
+    {
+        _cfg = config;
+        _loggers = loggers;
+        _log = loggers.CreateLogger("primary");
+        _statusPath = Path.Combine(config.RunDirectory, "status.json");
+    }
+
+    /// <summary>Runs until cancelled or the PVM dies.</summary>
+    /// <returns>0 after cancellation, 2 when the PVM died, 1 on a start-up error.</returns>
+    public async Task<int> RunAsync(CancellationToken ct)
+    {
+        Directory.CreateDirectory(_cfg.RunDirectory);
+        string ramPath = Path.Combine(_cfg.RamDirectory, $"{_cfg.RamFilePrefix}-{_cfg.VmName}-pvm.ram");
+        string consolePath = Path.Combine(_cfg.RunDirectory, "pvm-console.log");
+        WriteStatus();
+        try
+        {
+            using var ram = GuestRam.Open(ramPath, _cfg.MemoryBytes);
+            using var netListener = new NetdevStreamListener(Path.Combine(_cfg.RunDirectory, "pvm-net.sock"));
+            var spec = VmSpecs.For(_cfg, "pvm", ramPath, incoming: false);
+            await using var pvm = await QemuProcess.StartAsync(spec, _loggers.CreateLogger("pvm"), TimeSpan.FromSeconds(30), ct);
+            _status.VmPid = pvm.Pid;
+            _status.State = "booting";
+            WriteStatus();
+            _log.LogInformation("PVM started, pid {Pid}", pvm.Pid);
+            var netConn = await netListener.AcceptAsync(TimeSpan.FromSeconds(15), ct);
+            var tap = TapDevice.Open(_cfg.TapName);
+            var compare = new CompareOptions { CompareTimeout = TimeSpan.FromMilliseconds(_cfg.CompareTimeoutMs) };
+            using var proxy = _proxy = new PrimaryProxy(compare, tap, netConn, RequestCheckpoint, _loggers.CreateLogger("proxy"));
+            proxy.Start();
+
+            await ConsoleWatcher.WaitForMarkerAsync(consolePath, _cfg.ReadyMarker, TimeSpan.FromMilliseconds(_cfg.GuestReadyTimeoutMs), pvm.Exited, ct);
+            _log.LogInformation("guest ready; connecting the replication link to {EndPoint}", _cfg.LinkEndPoint);
+            _status.State = "syncing";
+            WriteStatus();
+
+            await using var link = _link = await LinkConnection.ConnectAsync(_cfg.LinkEndPoint, TimeSpan.FromMilliseconds(_cfg.LinkWaitMs), _loggers.CreateLogger("link"), ct);
+            await link.SendAsync(MessageType.Hello, 0, LinkHello.Encode(new LinkHello("primary", _cfg.VmName, _cfg.MemoryBytes, VmSpecs.ConfigHash(_cfg))), ct);
+            var receive = Task.Run(() => link.RunReceiveLoopAsync(OnMessageAsync, ct), ct);
+            await using var heartbeat = _heartbeat = new HeartbeatMonitor(
+                TimeSpan.FromMilliseconds(_cfg.HeartbeatIntervalMs), TimeSpan.FromMilliseconds(_cfg.HeartbeatTimeoutMs),
+                c => link.SendAsync(MessageType.Heartbeat, proxy.Epoch, ReadOnlyMemory<byte>.Empty, c),
+                reason => SecondaryLost("heartbeat: " + reason), TimeProvider.System, _loggers.CreateLogger("heartbeat"));
+            heartbeat.Start();
+            _ = link.Closed.ContinueWith(_ => SecondaryLost("link closed: " + link.CloseReason), TaskScheduler.Default);
+
+            var checkpointer = new CheckpointSender(pvm, ram, link, _cfg, _log);
+            var sw = Stopwatch.StartNew();
+            if (await RunCheckpointAsync(checkpointer, full: true, reason: null, ct))
+            {
+                _status.InitialSyncMs = sw.Elapsed.TotalMilliseconds;
+                _protected = true;
+                _status.State = "protected";
+                WriteStatus();
+                _log.LogInformation("protected: initial sync took {Ms:F0} ms", _status.InitialSyncMs);
+            }
+
+            var scheduler = Task.Run(() => ScheduleAsync(checkpointer, ct), ct);
+            var statusLoop = Task.Run(() => StatusLoopAsync(ct), ct);
+            await Task.WhenAny(pvm.Exited, proxy.PvmClosed, Task.Delay(Timeout.Infinite, ct));
+            if (ct.IsCancellationRequested)
+            {
+                await SayGoodbyeAsync("primary stopping");
+                _status.State = "stopped";
+                WriteStatus();
+                return 0;
+            }
+            _log.LogError("PVM died (QEMU pid {Pid} exited)", pvm.Pid);
+            _status.State = "pvm-dead";
+            _status.Error = "PVM exited";
+            WriteStatus();
+            await SayGoodbyeAsync("PVM died");
+            return 2;
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+            _status.State = "stopped";
+            WriteStatus();
+            return 0;
+        }
+        catch (Exception e)
+        {
+            _log.LogError(e, "primary failed");
+            _status.State = "error";
+            _status.Error = e.Message;
+            WriteStatus();
+            await SayGoodbyeAsync("primary error: " + e.Message);
+            return 1;
+        }
+        finally
+        {
+            TryDelete(ramPath);
+        }
+    }
+
+    private async Task SayGoodbyeAsync(string reason)
+    {
+        var link = _link;
+        if (link == null)
+            return;
+        try
+        {
+            await link.SendAsync(MessageType.Goodbye, 0, System.Text.Encoding.UTF8.GetBytes(reason)).AsTask().WaitAsync(TimeSpan.FromSeconds(1));
+        }
+        catch (Exception e)
+        {
+            _log.LogDebug("goodbye not sent: {Error}", e.Message);
+        }
+        link.Close(reason);
+    }
+
+    private void RequestCheckpoint(CheckpointReason reason)
+    {
+        lock (_triggerLock)
+        {
+            if (_pendingReason != null)
+                return;
+            _pendingReason = reason;
+        }
+        _trigger.Release();
+    }
+
+    private async Task ScheduleAsync(CheckpointSender checkpointer, CancellationToken ct)
+    {
+        var maxEpoch = _cfg.MaxEpochMs > 0 ? TimeSpan.FromMilliseconds(_cfg.MaxEpochMs) : Timeout.InfiniteTimeSpan;
+        while (!ct.IsCancellationRequested && _protected)
+        {
+            bool signalled = await _trigger.WaitAsync(maxEpoch, ct);
+            CheckpointReason reason;
+            lock (_triggerLock)
+            {
+                reason = signalled && _pendingReason is { } r ? r : CheckpointReason.Periodic;
+            }
+            if (!_protected)
+                break;
+            await RunCheckpointAsync(checkpointer, full: false, reason, ct);
+            lock (_triggerLock)
+            {
+                _pendingReason = null;
+                while (_trigger.CurrentCount > 0)
+                    _trigger.Wait(0);
+            }
+        }
+    }
+
+    private async Task<bool> RunCheckpointAsync(CheckpointSender checkpointer, bool full, CheckpointReason? reason, CancellationToken ct)
+    {
+        var link = _link!;
+        var proxy = _proxy!;
+        ulong next = proxy.Epoch + 1;
+        var loaded = new TaskCompletionSource<ulong>(TaskCreationOptions.RunContinuationsAsynchronously);
+        Volatile.Write(ref _loaded, loaded);
+        proxy.MirrorTo(link);
+        var result = await checkpointer.RunAsync(next, full, loaded.Task, proxy, ct);
+        Volatile.Write(ref _loaded, null);
+        if (result.Error != null)
+        {
+            SecondaryLost("checkpoint failed: " + result.Error);
+            return false;
+        }
+        if (!full)
+        {
+            _status.Checkpoints++;
+            string key = ReasonName(reason ?? CheckpointReason.Periodic);
+            _status.CheckpointsByReason[key] = _status.CheckpointsByReason.GetValueOrDefault(key) + 1;
+            if (_status.PauseMs.Count >= 10000)
+                _status.PauseMs.RemoveAt(0);
+            _status.PauseMs.Add(Math.Round(result.PauseMs, 2));
+        }
+        _status.Epoch = next;
+        _status.PagesShipped += result.Pages;
+        WriteStatus();
+        _log.LogInformation("checkpoint {Epoch} ({Reason}): {Pages} pages, {State} KB device state, pause {Pause:F1} ms",
+            next, full ? "initial sync" : ReasonName(reason ?? CheckpointReason.Periodic), result.Pages, result.DeviceStateBytes / 1024, result.PauseMs);
+        return true;
+    }
+
+    internal static string ReasonName(CheckpointReason reason) => reason switch
+    {
+        CheckpointReason.Mismatch => "mismatch",
+        CheckpointReason.Timeout => "timeout",
+        CheckpointReason.QueueFull => "queue_full",
+        CheckpointReason.Operator => "operator",
+        _ => "periodic",
+    };
+
+    private ValueTask OnMessageAsync(MessageType type, ulong epoch, ReadOnlySequence<byte> payload)
+    {
+        _heartbeat?.HeartbeatReceived();
+        switch (type)
+        {
+            case MessageType.Heartbeat:
+                break;
+            case MessageType.Hello:
+                var hello = LinkHello.Decode(payload);
+                if (hello.MemoryBytes != _cfg.MemoryBytes || hello.VmName != _cfg.VmName)
+                    _link?.Close($"secondary describes another VM ({hello.VmName}, {hello.MemoryBytes} bytes)");
+                break;
+            case MessageType.SvmFrame:
+                var proxy = _proxy;
+                if (proxy != null && epoch == proxy.Epoch)
+                {
+                    if (payload.IsSingleSegment)
+                    {
+                        proxy.OnSvmFrame(payload.FirstSpan);
+                    }
+                    else
+                    {
+                        byte[] tmp = ArrayPool<byte>.Shared.Rent((int)payload.Length);
+                        payload.CopyTo(tmp);
+                        proxy.OnSvmFrame(tmp.AsSpan(0, (int)payload.Length));
+                        ArrayPool<byte>.Shared.Return(tmp);
+                    }
+                }
+                break;
+            case MessageType.CheckpointLoaded:
+                Volatile.Read(ref _loaded)?.TrySetResult(epoch);
+                break;
+            case MessageType.Goodbye:
+                SecondaryLost("secondary said goodbye: " + System.Text.EncodingExtensions.GetString(System.Text.Encoding.UTF8, payload));
+                break;
+            default:
+                _link?.Close($"unexpected message {type} from the secondary");
+                break;
+        }
+        return ValueTask.CompletedTask;
+    }
+
+    private void SecondaryLost(string reason)
+    {
+        if (Interlocked.Exchange(ref _secondaryLost, 1) != 0)
+            return;
+        _log.LogWarning("secondary lost ({Reason}): releasing held output and running unprotected", reason);
+        _protected = false;
+        _proxy?.Unprotect();
+        Volatile.Read(ref _loaded)?.TrySetException(new IOException("secondary lost: " + reason));
+        _heartbeat?.PeerLost(reason);
+        _trigger.Release();
+        _status.State = "unprotected";
+        _status.PeerLostReason = reason;
+        _status.PeerLostAtUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+        WriteStatus();
+        _link?.Close(reason);
+    }
+
+    private async Task StatusLoopAsync(CancellationToken ct)
+    {
+        while (!ct.IsCancellationRequested)
+        {
+            await Task.Delay(1000, ct);
+            WriteStatus();
+        }
+    }
+
+    private void WriteStatus()
+    {
+        try
+        {
+            if (_proxy != null)
+                _status.Counters = _proxy.Counters();
+            _status.Write(_statusPath);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            _log.LogDebug("status not written: {Error}", e.Message);
+        }
+    }
+
+    private static void TryDelete(string path)
+    {
+        try
+        {
+            File.Delete(path);
+        }
+        catch (IOException)
+        {
+        }
+    }
+}

@@ -1,0 +1,383 @@
+using System.Buffers;
+using System.Diagnostics;
+using System.Net;
+using System.Net.NetworkInformation;
+using Colo.Checkpoint;
+using Colo.Failover;
+using Colo.Link;
+using Colo.Proxy;
+using Microsoft.Extensions.Logging;
+
+namespace Colo.Node.Secondary;
+
+/// <summary>
+/// The secondary daemon: accepts the primary on the replication link, keeps the memory cache,
+/// runs the SVM with a standby QEMU waiting in <c>-incoming defer</c>, loads each checkpoint
+/// (union restore of RAM, device state into the standby, <c>cont</c>, "loaded" back), and fails
+/// over when the primary is lost: a partial checkpoint is discarded, the SVM keeps its current
+/// state and takes the client-facing TAP with the guest's MAC/IP.
+/// </summary>
+public sealed class SecondaryNode
+{
+    private readonly NodeConfig _cfg;
+    private readonly ILoggerFactory _loggers;
+    private readonly ILogger _log;
+    private readonly NodeStatus _status = new() { Role = "secondary" };
+    private readonly string _statusPath;
+    private readonly string _ramPath;
+    private readonly ArrayBufferWriter<byte> _deviceState = new(1 << 20);
+    private readonly SemaphoreSlim _commitLock = new(1, 1);
+    private readonly TaskCompletionSource<int> _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private SecondaryProxy? _proxy;
+    private GuestRam? _ram;
+    private MemoryCache? _cache;
+    private LinkConnection? _link;
+    private HeartbeatMonitor? _heartbeat;
+    private SvmInstance? _active;
+    private Task<SvmInstance>? _standby;
+    private int _generation;
+    private ulong _epoch;
+    private ulong _receiving;
+    private Task _commit = Task.CompletedTask;
+    private int _primaryLost;
+    private CancellationToken _ct;
+
+    /// <summary>Creates the daemon; nothing starts until <see cref="RunAsync"/>.</summary>
+    public SecondaryNode(NodeConfig config, ILoggerFactory loggers)
+    {
+        _cfg = config;
+        _loggers = loggers;
+        _log = loggers.CreateLogger("secondary");
+        _statusPath = Path.Combine(config.RunDirectory, "status.json");
+        _ramPath = Path.Combine(config.RamDirectory, $"{config.RamFilePrefix}-{config.VmName}-svm.ram");
+    }
+
+    /// <summary>Runs until cancelled, or until the SVM dies after failover.</summary>
+    /// <returns>0 after cancellation; 3 when the primary was lost before any checkpoint (nothing to fail over to); 1 on errors.</returns>
+    public async Task<int> RunAsync(CancellationToken ct)
+    {
+        _ct = ct;
+        Directory.CreateDirectory(_cfg.RunDirectory);
+        WriteStatus();
+        try
+        {
+            using var ram = _ram = GuestRam.Open(_ramPath, _cfg.MemoryBytes);
+            using var cache = _cache = new MemoryCache(_cfg.MemoryBytes);
+            using var proxy = _proxy = new SecondaryProxy(_loggers.CreateLogger("proxy"));
+            _standby = StartStandby();
+            _status.State = "waiting";
+            WriteStatus();
+            using var listener = new LinkListener(_cfg.LinkEndPoint, _loggers.CreateLogger("link"));
+            _log.LogInformation("waiting for the primary on {EndPoint}", _cfg.LinkEndPoint);
+            await using var link = _link = await listener.AcceptAsync(TimeSpan.FromMilliseconds(_cfg.LinkWaitMs), ct);
+            proxy.AttachLink(link);
+            await link.SendAsync(MessageType.Hello, 0, LinkHello.Encode(new LinkHello("secondary", _cfg.VmName, _cfg.MemoryBytes, VmSpecs.ConfigHash(_cfg))), ct);
+            await using var heartbeat = _heartbeat = new HeartbeatMonitor(
+                TimeSpan.FromMilliseconds(_cfg.HeartbeatIntervalMs), TimeSpan.FromMilliseconds(_cfg.HeartbeatTimeoutMs),
+                c => link.SendAsync(MessageType.Heartbeat, _epoch, ReadOnlyMemory<byte>.Empty, c),
+                reason => PrimaryLost("heartbeat: " + reason), TimeProvider.System, _loggers.CreateLogger("heartbeat"));
+            heartbeat.Start();
+            _status.State = "syncing";
+            WriteStatus();
+            var receive = Task.Run(() => link.RunReceiveLoopAsync(OnMessageAsync, ct), ct);
+            _ = link.Closed.ContinueWith(_ => PrimaryLost("link closed: " + link.CloseReason), TaskScheduler.Default);
+            var statusLoop = Task.Run(() => StatusLoopAsync(ct), ct);
+            return await _done.Task.WaitAsync(ct);
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+            _status.State = "stopped";
+            WriteStatus();
+            return 0;
+        }
+        catch (Exception e)
+        {
+            _log.LogError(e, "secondary failed");
+            _status.State = "error";
+            _status.Error = e.Message;
+            WriteStatus();
+            return 1;
+        }
+        finally
+        {
+            if (_active != null)
+                await _active.DisposeAsync();
+            if (_standby is { IsCompletedSuccessfully: true })
+                await _standby.Result.DisposeAsync();
+            else
+                _ = _standby?.ContinueWith(t => t.Result.DisposeAsync(), TaskContinuationOptions.OnlyOnRanToCompletion);
+            try
+            {
+                File.Delete(_ramPath);
+            }
+            catch (IOException)
+            {
+            }
+        }
+    }
+
+    private Task<SvmInstance> StartStandby()
+    {
+        int gen = Interlocked.Increment(ref _generation);
+        var task = SvmInstance.StartStandbyAsync(_cfg, gen, _ramPath, _loggers, _ct);
+        task.ContinueWith(t =>
+        {
+            if (t.IsCompletedSuccessfully)
+            {
+                _status.StandbyPid = t.Result.Qemu.Pid;
+                WriteStatus();
+            }
+            else
+            {
+                _log.LogError("standby SVM did not start: {Error}", t.Exception?.GetBaseException().Message);
+            }
+        }, TaskScheduler.Default);
+        return task;
+    }
+
+    private ValueTask OnMessageAsync(MessageType type, ulong epoch, ReadOnlySequence<byte> payload)
+    {
+        _heartbeat?.HeartbeatReceived();
+        switch (type)
+        {
+            case MessageType.Heartbeat:
+                break;
+            case MessageType.Hello:
+                var hello = LinkHello.Decode(payload);
+                if (hello.MemoryBytes != _cfg.MemoryBytes || hello.VmName != _cfg.VmName || hello.ConfigHash != VmSpecs.ConfigHash(_cfg))
+                    _link?.Close($"primary describes another VM ({hello.VmName}, {hello.MemoryBytes} bytes, config {hello.ConfigHash})");
+                break;
+            case MessageType.ClientFrame:
+                _proxy!.OnClientFrame(payload);
+                break;
+            case MessageType.CheckpointBegin:
+                if (epoch != _epoch + 1 || _receiving != 0)
+                {
+                    _link?.Close($"checkpoint {epoch} announced while at epoch {_epoch} (receiving {_receiving})");
+                    break;
+                }
+                _proxy!.Hold();
+                _receiving = epoch;
+                _deviceState.ResetWrittenCount();
+                _cache!.TakeReceivedCount();
+                break;
+            case MessageType.CheckpointPages:
+                if (epoch != _receiving)
+                {
+                    _link?.Close($"pages for epoch {epoch} while receiving {_receiving}");
+                    break;
+                }
+                try
+                {
+                    _cache!.Apply(payload);
+                }
+                catch (InvalidDataException e)
+                {
+                    _link?.Close("bad page batch: " + e.Message);
+                }
+                break;
+            case MessageType.CheckpointDeviceState:
+                if (epoch != _receiving)
+                {
+                    _link?.Close($"device state for epoch {epoch} while receiving {_receiving}");
+                    break;
+                }
+                foreach (var seg in payload)
+                    _deviceState.Write(seg.Span);
+                break;
+            case MessageType.CheckpointEnd:
+                if (epoch != _receiving)
+                {
+                    _link?.Close($"checkpoint end for epoch {epoch} while receiving {_receiving}");
+                    break;
+                }
+                _commit = Task.Run(() => CommitAsync(epoch));
+                break;
+            case MessageType.Goodbye:
+                PrimaryLost("primary said goodbye: " + System.Text.EncodingExtensions.GetString(System.Text.Encoding.UTF8, payload));
+                break;
+            default:
+                _link?.Close($"unexpected message {type} from the primary");
+                break;
+        }
+        return ValueTask.CompletedTask;
+    }
+
+    private async Task CommitAsync(ulong epoch)
+    {
+        await _commitLock.WaitAsync();
+        var sw = Stopwatch.StartNew();
+        try
+        {
+            var standby = await _standby!.WaitAsync(TimeSpan.FromSeconds(30));
+            if (_active != null)
+                await _active.Qemu.StopAsync();
+            int written = _cache!.RestoreInto(_ram!);
+            await standby.Qemu.LoadDeviceStateAsync(_deviceState.WrittenMemory, TimeSpan.FromSeconds(10), CancellationToken.None);
+            var old = _active;
+            _active = standby;
+            _proxy!.Activate(standby.Connection, epoch);
+            await standby.Qemu.ContAsync();
+            _ = Task.Run(() => _proxy.RunSvmOutputAsync(standby.Connection));
+            _ = standby.Qemu.Exited.ContinueWith(_ => SvmExited(standby), TaskScheduler.Default);
+            if (old != null)
+                await old.DisposeAsync();
+            _epoch = epoch;
+            _receiving = 0;
+            var link = _link;
+            if (link != null && Volatile.Read(ref _primaryLost) == 0)
+                await link.SendAsync(MessageType.CheckpointLoaded, epoch, ReadOnlyMemory<byte>.Empty);
+            _standby = StartStandby();
+            _status.Epoch = epoch;
+            _status.VmPid = standby.Qemu.Pid;
+            if (epoch == 1)
+                _status.State = "protected";
+            else
+                _status.Checkpoints++;
+            _status.PagesShipped += written;
+            WriteStatus();
+            _log.LogInformation("checkpoint {Epoch} loaded: {Pages} pages restored, {State} KB device state, {Ms:F1} ms",
+                epoch, written, _deviceState.WrittenCount / 1024, sw.Elapsed.TotalMilliseconds);
+        }
+        catch (Exception e)
+        {
+            _log.LogError(e, "loading checkpoint {Epoch} failed", epoch);
+            _status.State = "error";
+            _status.Error = "checkpoint load failed: " + e.Message;
+            WriteStatus();
+            var link = _link;
+            if (link != null)
+            {
+                try
+                {
+                    await link.SendAsync(MessageType.Goodbye, epoch, System.Text.Encoding.UTF8.GetBytes("checkpoint load failed: " + e.Message)).AsTask().WaitAsync(TimeSpan.FromSeconds(1));
+                }
+                catch (Exception)
+                {
+                }
+                link.Close("checkpoint load failed");
+            }
+            _done.TrySetResult(1);
+        }
+        finally
+        {
+            _commitLock.Release();
+        }
+    }
+
+    private void SvmExited(SvmInstance svm)
+    {
+        if (!ReferenceEquals(svm, _active))
+            return;
+        _log.LogError("the SVM (pid {Pid}) exited", svm.Qemu.Pid);
+        if (_proxy?.FailedOver == true)
+        {
+            _status.State = "error";
+            _status.Error = "SVM exited after failover";
+            WriteStatus();
+            _done.TrySetResult(1);
+        }
+        else
+        {
+            _link?.Close("SVM exited");
+            _done.TrySetResult(1);
+        }
+    }
+
+    private void PrimaryLost(string reason)
+    {
+        if (Interlocked.Exchange(ref _primaryLost, 1) != 0)
+            return;
+        long at = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+        _log.LogWarning("primary lost ({Reason}); failing over", reason);
+        _status.PeerLostAtUnixMs = at;
+        _status.PeerLostReason = reason;
+        WriteStatus();
+        _heartbeat?.PeerLost(reason);
+        _link?.Close(reason);
+        _ = Task.Run(FailoverAsync);
+    }
+
+    private async Task FailoverAsync()
+    {
+        try
+        {
+            // A checkpoint whose end arrived is complete: finish loading it. A partial one is discarded.
+            await _commit.WaitAsync(TimeSpan.FromSeconds(30));
+            await _commitLock.WaitAsync();
+            try
+            {
+                if (_receiving != 0)
+                    _log.LogWarning("discarding partial checkpoint {Epoch}", _receiving);
+                _receiving = 0;
+                if (_active == null)
+                {
+                    _status.State = "error";
+                    _status.Error = "primary lost before the initial sync completed: nothing to fail over to";
+                    WriteStatus();
+                    _done.TrySetResult(3);
+                    return;
+                }
+                var tap = TapDevice.Open(_cfg.TapName);
+                var garp = new byte[GratuitousArp.FrameLength];
+                GratuitousArp.Build(garp, PhysicalAddress.Parse(_cfg.GuestMac.Replace(':', '-')), IPAddress.Parse(_cfg.GuestIp));
+                _proxy!.Failover(tap, garp);
+                _status.Role = "primary";
+                _status.FailedOver = true;
+                _status.State = "failed-over";
+                _status.FailoverDoneAtUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+                WriteStatus();
+                _log.LogWarning("failover done: SVM (pid {Pid}) serves clients at epoch {Epoch}", _active.Qemu.Pid, _epoch);
+            }
+            finally
+            {
+                _commitLock.Release();
+            }
+            var standby = _standby;
+            _standby = null;
+            if (standby != null)
+            {
+                try
+                {
+                    await (await standby.WaitAsync(TimeSpan.FromSeconds(30))).DisposeAsync();
+                }
+                catch (Exception)
+                {
+                }
+                _status.StandbyPid = 0;
+                WriteStatus();
+            }
+        }
+        catch (Exception e)
+        {
+            _log.LogError(e, "failover failed");
+            _status.State = "error";
+            _status.Error = "failover failed: " + e.Message;
+            WriteStatus();
+            _done.TrySetResult(1);
+        }
+    }
+
+    private async Task StatusLoopAsync(CancellationToken ct)
+    {
+        while (!ct.IsCancellationRequested)
+        {
+            await Task.Delay(1000, ct);
+            WriteStatus();
+        }
+    }
+
+    private void WriteStatus()
+    {
+        try
+        {
+            if (_proxy != null)
+                _status.Counters = _proxy.Counters();
+            _status.Write(_statusPath);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidOperationException)
+        {
+            _log.LogDebug("status not written: {Error}", e.Message);
+        }
+    }
+}
