@@ -1,0 +1,47 @@
+using System.CommandLine;
+using System.Net;
+using Colo.Demo;
+
+namespace Colo.Cli;
+
+/// <summary>
+/// <c>colo demo-client</c> (hidden): the demo's client workload, run by <c>colo demo</c> inside the
+/// client LAN namespace. Writes the result JSON to <c>--out</c>.
+/// </summary>
+internal static class DemoClientCommand
+{
+    public static Command Create()
+    {
+        var guestIp = new Option<string>("--guest-ip") { Required = true, Description = "Guest IPv4 address" };
+        var duration = new Option<int>("--duration") { DefaultValueFactory = _ => 40, Description = "Seconds" };
+        var benchAt = new Option<double>("--bench-at") { DefaultValueFactory = _ => 1, Description = "Seconds after start to run redis-benchmark (negative: never)" };
+        var benchRequests = new Option<int>("--bench-requests") { DefaultValueFactory = _ => 2000 };
+        var benchClients = new Option<int>("--bench-clients") { DefaultValueFactory = _ => 10 };
+        var output = new Option<string>("--out") { Required = true, Description = "Result JSON path" };
+        var events = new Option<string?>("--events") { Description = "Events JSON-lines path" };
+        var cmd = new Command("demo-client", "Client workload of the demo (Redis INCR on one connection, HTTP loop, redis-benchmark).")
+        {
+            guestIp, duration, benchAt, benchRequests, benchClients, output, events,
+        };
+        cmd.Hidden = true;
+        cmd.SetAction(async (pr, ct) =>
+        {
+            using var loggers = Logging.Create();
+            double at = pr.GetValue(benchAt);
+            var options = new ClientWorkloadOptions
+            {
+                GuestIp = IPAddress.Parse(pr.GetValue(guestIp)!),
+                Duration = TimeSpan.FromSeconds(pr.GetValue(duration)),
+                BenchmarkStart = at >= 0 ? TimeSpan.FromSeconds(at) : null,
+                BenchmarkRequests = pr.GetValue(benchRequests),
+                BenchmarkClients = pr.GetValue(benchClients),
+                ResultPath = pr.GetValue(output),
+                EventsPath = pr.GetValue(events),
+            };
+            var result = await new ClientWorkload(loggers.CreateLogger("client")).RunAsync(options, ct);
+            await File.WriteAllTextAsync(pr.GetValue(output)!, result.ToJson(), ct);
+            return 0;
+        });
+        return cmd;
+    }
+}

@@ -1,0 +1,71 @@
+using System.CommandLine;
+using Colo.Demo;
+using Colo.Image;
+using Colo.Node;
+using Microsoft.Extensions.Logging;
+
+namespace Colo.Cli;
+
+/// <summary>
+/// <c>colo demo</c>: builds the namespace topology, protects the guest with a primary and a
+/// secondary daemon, runs the client workload, kills the primary's QEMU half-way and reports.
+/// </summary>
+internal static class DemoCommand
+{
+    public static Command Create()
+    {
+        var duration = new Option<int>("--duration") { Description = "Seconds of client load after protection starts", DefaultValueFactory = _ => 40 };
+        var killAt = new Option<double?>("--kill-primary-at") { Description = "Seconds into the load at which the primary's QEMU is SIGKILLed (default: half the duration; negative: never)" };
+        var json = new Option<string?>("--json") { Description = "Write the JSON report here" };
+        var benchRequests = new Option<int>("--bench-requests") { Description = "redis-benchmark -n (per test: set, get, incr)", DefaultValueFactory = _ => 2000 };
+        var benchClients = new Option<int>("--bench-clients") { Description = "redis-benchmark -c", DefaultValueFactory = _ => 10 };
+        var compareTimeout = new Option<int>("--compare-timeout-ms") { Description = "Compare timeout in ms", DefaultValueFactory = _ => 1000 };
+        var maxEpoch = new Option<int>("--max-epoch-ms") { Description = "Periodic checkpoint interval in ms (0 = only on demand)", DefaultValueFactory = _ => 5000 };
+        var memory = new Option<int>("--memory-mib") { Description = "Guest RAM in MiB", DefaultValueFactory = _ => 256 };
+        var keep = new Option<bool>("--keep-logs") { Description = "Keep the run directory with daemon and console logs even on success" };
+        var verbose = new Option<bool>("--verbose") { Description = "Debug logging in the daemons" };
+        var cmd = new Command("demo", "End-to-end demo: Redis and HTTP keep serving through the primary's death.")
+        {
+            duration, killAt, json, benchRequests, benchClients, compareTimeout, maxEpoch, memory, keep, verbose,
+        };
+        cmd.SetAction(async (pr, ct) =>
+        {
+            using var loggers = Logging.Create();
+            var options = new DemoOptions
+            {
+                DurationS = pr.GetValue(duration),
+                KillAtS = pr.GetValue(killAt) ?? pr.GetValue(duration) / 2.0,
+                JsonPath = pr.GetValue(json),
+                BenchRequests = pr.GetValue(benchRequests),
+                BenchClients = pr.GetValue(benchClients),
+                CompareTimeoutMs = pr.GetValue(compareTimeout),
+                MaxEpochMs = pr.GetValue(maxEpoch),
+                MemoryMiB = pr.GetValue(memory),
+                KeepLogs = pr.GetValue(keep),
+                Verbose = pr.GetValue(verbose),
+            };
+            if (options.DurationS < 5)
+            {
+                Console.Error.WriteLine("colo demo: --duration must be at least 5 s");
+                return 64;
+            }
+            return await new DemoRunner(options, loggers).RunAsync(ct);
+        });
+        return cmd;
+    }
+}
+
+/// <summary>Settings of one demo run.</summary>
+internal sealed record DemoOptions
+{
+    public int DurationS { get; init; } = 40;
+    public double KillAtS { get; init; } = 20;
+    public string? JsonPath { get; init; }
+    public int BenchRequests { get; init; } = 2000;
+    public int BenchClients { get; init; } = 10;
+    public int CompareTimeoutMs { get; init; } = 1000;
+    public int MaxEpochMs { get; init; } = 5000;
+    public int MemoryMiB { get; init; } = 256;
+    public bool KeepLogs { get; init; }
+    public bool Verbose { get; init; }
+}
