@@ -56,7 +56,10 @@ public static class QemuCommandLine
         a.Add("-netdev");
         a.Add($"stream,id=n0,server=off,addr.type=unix,addr.path={spec.NetSocketPath}");
         a.Add("-device");
-        a.Add($"virtio-net-pci,netdev=n0,mac={spec.MacAddress.ToLowerInvariant()},romfile=");
+        // guest_announce=off: after a checkpoint load QEMU would otherwise ask the SVM guest to send gratuitous ARPs
+        // that the PVM never sends (SVM-only output, a forced checkpoint each time). The secondary drops QEMU's own
+        // RARP self-announce instead.
+        a.Add($"virtio-net-pci,netdev=n0,mac={spec.MacAddress.ToLowerInvariant()},romfile=,guest_announce=off");
         a.Add("-qmp");
         a.Add($"unix:{spec.QmpSocketPath},server=on,wait=off");
         a.AddRange(spec.ExtraArgs);

@@ -37,7 +37,7 @@ public sealed class CommandLineTests
             "-initrd", "/img/initrd.gz",
             "-append", "console=ttyS0 quiet",
             "-netdev", "stream,id=n0,server=off,addr.type=unix,addr.path=/run/colo/pvm-net.sock",
-            "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56,romfile=",
+            "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56,romfile=,guest_announce=off",
             "-qmp", "unix:/run/colo/pvm-qmp.sock,server=on,wait=off",
         ];
         Assert.Equal(expected, QemuCommandLine.Build(Sample()));
@@ -79,7 +79,7 @@ public sealed class CommandLineTests
     public void Build_MacUppercase_Normalised()
     {
         IReadOnlyList<string> a = QemuCommandLine.Build(Sample() with { MacAddress = "52:54:00:AB:CD:EF" });
-        Assert.Contains("virtio-net-pci,netdev=n0,mac=52:54:00:ab:cd:ef,romfile=", a);
+        Assert.Contains("virtio-net-pci,netdev=n0,mac=52:54:00:ab:cd:ef,romfile=,guest_announce=off", a);
     }
 
     public static TheoryData<string, Func<VmSpec, VmSpec>> BadSpecs => new()

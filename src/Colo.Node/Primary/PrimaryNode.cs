@@ -189,6 +189,7 @@ public sealed class PrimaryNode
         var loaded = new TaskCompletionSource<ulong>(TaskCreationOptions.RunContinuationsAsynchronously);
         Volatile.Write(ref _loaded, loaded);
         proxy.MirrorTo(link);
+        string? cause = reason is CheckpointReason.Mismatch or CheckpointReason.Timeout ? proxy.LastCause : null;
         var result = await checkpointer.RunAsync(next, full, loaded.Task, proxy, ct);
         Volatile.Write(ref _loaded, null);
         if (result.Error != null)
@@ -208,8 +209,9 @@ public sealed class PrimaryNode
         _status.Epoch = next;
         _status.PagesShipped += result.Pages;
         WriteStatus();
-        _log.LogInformation("checkpoint {Epoch} ({Reason}): {Pages} pages, {State} KB device state, pause {Pause:F1} ms",
-            next, full ? "initial sync" : ReasonName(reason ?? CheckpointReason.Periodic), result.Pages, result.DeviceStateBytes / 1024, result.PauseMs);
+        _log.LogInformation("checkpoint {Epoch} ({Reason}): {Pages} pages, {State} KB device state, pause {Pause:F1} ms{Cause}",
+            next, full ? "initial sync" : ReasonName(reason ?? CheckpointReason.Periodic), result.Pages, result.DeviceStateBytes / 1024, result.PauseMs,
+            cause is null ? "" : "; " + cause);
         return true;
     }
 

@@ -79,6 +79,16 @@ internal sealed class PrimaryProxy : ICompareSink, IDisposable
             _engine.PassThrough = true;
     }
 
+    /// <summary>Why the compare engine last asked for a checkpoint (for logs).</summary>
+    public string? LastCause
+    {
+        get
+        {
+            lock (_lock)
+                return _engine.LastCause;
+        }
+    }
+
     public Dictionary<string, long> Counters()
     {
         lock (_lock)

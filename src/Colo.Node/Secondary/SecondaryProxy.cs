@@ -29,6 +29,10 @@ internal sealed class SecondaryProxy : IDisposable
     private long _droppedQueued;
     private long _svmFrames;
     private long _clientFrames;
+    private long _rarpDropped;
+
+    /// <summary>True for a RARP frame (ethertype 0x8035), which QEMU sends to announce a NIC after an incoming migration.</summary>
+    internal static bool IsRarp(ReadOnlySpan<byte> frame) => frame.Length >= 14 && frame[12] == 0x80 && frame[13] == 0x35;
 
     public SecondaryProxy(ILogger log) => _log = log;
 
@@ -108,6 +112,12 @@ internal sealed class SecondaryProxy : IDisposable
                 if (!ReferenceEquals(svm, _active))
                     continue;
                 _svmFrames++;
+                if (!FailedOver && IsRarp(buffer.AsSpan(0, n)))
+                {
+                    // QEMU's own self-announce after loading a checkpoint, not guest output: the PVM never sends it.
+                    _rarpDropped++;
+                    continue;
+                }
                 _rewriter.RewriteFromSvm(buffer.AsSpan(0, n));
                 if (FailedOver)
                 {
@@ -157,6 +167,7 @@ internal sealed class SecondaryProxy : IDisposable
                 ["client_frames"] = _clientFrames,
                 ["svm_frames"] = _svmFrames,
                 ["queued_frames_dropped"] = _droppedQueued,
+                ["svm_rarp_dropped"] = _rarpDropped,
                 ["rewriter_connections"] = _rewriter.ConnectionCount,
             };
         }

@@ -218,6 +218,7 @@ public sealed class CompareEngine
             }
             if (oldest != long.MaxValue && now - oldest >= _timeoutTicks)
             {
+                LastCause = DescribeTimeout(oldest);
                 Request(CheckpointReason.Timeout);
             }
         }
@@ -673,6 +674,8 @@ public sealed class CompareEngine
 
     private void Mismatch(TcpConnection c)
     {
+        if (!_requested[(int)CheckpointReason.Mismatch])
+            LastCause = $"tcp mismatch on {Describe(c.Key)} (pvm end {c.PvmEnd}, svm end {c.SvmEnd}, pvm fin {c.PvmFinSet}, svm fin {c.SvmFinSet})";
         Counters.mismatches++;
         c.Diverged = true;
         SubHeld(c.Ahead.Clear());
@@ -961,6 +964,8 @@ public sealed class CompareEngine
                 RemoveFlowIfEmpty(flow);
                 return;
             }
+            if (!_requested[(int)CheckpointReason.Mismatch])
+                LastCause = $"mismatch on {Describe(flow.Key)}";
             Counters.mismatches++;
             Request(CheckpointReason.Mismatch);
         }
@@ -981,6 +986,8 @@ public sealed class CompareEngine
                 RemoveFlowIfEmpty(flow);
                 return;
             }
+            if (!_requested[(int)CheckpointReason.Mismatch])
+                LastCause = $"mismatch on {Describe(flow.Key)}";
             Counters.mismatches++;
             Request(CheckpointReason.Mismatch);
         }
@@ -1168,6 +1175,36 @@ public sealed class CompareEngine
         _requested[(int)reason] = true;
         Counters.checkpointRequests[(int)reason]++;
         _sink.RequestCheckpoint(reason);
+    }
+
+    /// <summary>
+    /// Why the engine last requested a checkpoint (mismatch or timeout), in words, e.g.
+    /// "tcp mismatch on 10.0.0.2:80-10.0.0.9:4711 (...)". For logs; set only on that rare path.
+    /// </summary>
+    public string? LastCause { get; private set; }
+
+    private static string Ip(uint a) => $"{a >> 24}.{(a >> 16) & 255}.{(a >> 8) & 255}.{a & 255}";
+
+    private static string Describe(ConnKey k) => $"{Ip(k.GuestIp)}:{k.GuestPort}-{Ip(k.PeerIp)}:{k.PeerPort}";
+
+    private static string Describe(FlowKey k) =>
+        $"{(PacketKind)k.Kind} flow proto {k.Protocol} ethertype 0x{k.EtherType:x4} {Ip(k.Src)}:{k.SrcPort}->{Ip(k.Dst)}:{k.DstPort}";
+
+    private string DescribeTimeout(long oldest)
+    {
+        static string Owner(object? o) => o switch
+        {
+            TcpConnection c => "tcp " + Describe(c.Key),
+            OtherFlow f => Describe(f.Key),
+            _ => "unknown",
+        };
+        if (_pvmHeld.Head is { } p && p.Arrival == oldest)
+            return "timeout: PVM output unmatched on " + Owner(p.Owner);
+        if (_svmHeld.Head is { } s && s.Arrival == oldest)
+            return "timeout: SVM-only output on " + Owner(s.Owner);
+        if (_pendHead is { } c)
+            return "timeout: waiting for the SVM's ACK on tcp " + Describe(c.Key);
+        return "timeout";
     }
 
     private long ToTicks(TimeSpan t) => (long)(t.TotalSeconds * _time.TimestampFrequency);
