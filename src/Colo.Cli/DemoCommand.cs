@@ -15,7 +15,7 @@ internal static class DemoCommand
     public static Command Create()
     {
         var duration = new Option<int>("--duration") { Description = "Seconds of client load after protection starts", DefaultValueFactory = _ => 40 };
-        var killAt = new Option<double?>("--kill-primary-at") { Description = "Seconds into the load at which the primary's QEMU is SIGKILLed (default: half the duration; negative: never)" };
+        var killAt = new Option<double?>("--kill-primary-at") { Description = "Seconds into the load at which the host chosen by --kill is killed (default: half the duration; negative: never)" };
         var json = new Option<string?>("--json") { Description = "Write the JSON report here" };
         var benchRequests = new Option<int>("--bench-requests") { Description = "redis-benchmark -n (per test: set, get, incr)", DefaultValueFactory = _ => 2000 };
         var benchClients = new Option<int>("--bench-clients") { Description = "redis-benchmark -c", DefaultValueFactory = _ => 10 };
@@ -24,9 +24,11 @@ internal static class DemoCommand
         var memory = new Option<int>("--memory-mib") { Description = "Guest RAM in MiB", DefaultValueFactory = _ => 256 };
         var keep = new Option<bool>("--keep-logs") { Description = "Keep the run directory with daemon and console logs even on success" };
         var verbose = new Option<bool>("--verbose") { Description = "Debug logging in the daemons" };
+        var kill = new Option<string>("--kill") { Description = "Which host to kill at --kill-primary-at: primary (its QEMU is SIGKILLed) or secondary (its daemon and QEMUs are SIGKILLed)", DefaultValueFactory = _ => "primary" };
+        kill.AcceptOnlyFromAmong("primary", "secondary");
         var cmd = new Command("demo", "End-to-end demo: Redis and HTTP keep serving through the primary's death.")
         {
-            duration, killAt, json, benchRequests, benchClients, compareTimeout, maxEpoch, memory, keep, verbose,
+            duration, killAt, json, benchRequests, benchClients, compareTimeout, maxEpoch, memory, keep, verbose, kill,
         };
         cmd.SetAction(async (pr, ct) =>
         {
@@ -43,6 +45,7 @@ internal static class DemoCommand
                 MemoryMiB = pr.GetValue(memory),
                 KeepLogs = pr.GetValue(keep),
                 Verbose = pr.GetValue(verbose),
+                KillSecondary = pr.GetValue(kill) == "secondary",
             };
             if (options.DurationS < 5)
             {
@@ -68,4 +71,5 @@ internal sealed record DemoOptions
     public int MemoryMiB { get; init; } = 256;
     public bool KeepLogs { get; init; }
     public bool Verbose { get; init; }
+    public bool KillSecondary { get; init; }
 }

@@ -101,15 +101,32 @@ internal sealed class DemoRunner
                 while (DateTimeOffset.UtcNow < killTime && !client.HasExited)
                     await Task.Delay(50, ct);
                 priBeforeKill = NodeStatus.TryRead(priStatus);
-                int pvmPid = priBeforeKill?.VmPid ?? 0;
-                if (pvmPid > 0 && ChildProcess.Signal(pvmPid, 9))
+                if (_o.KillSecondary)
                 {
-                    killedAtUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
-                    _log.LogWarning("SIGKILLed the primary's QEMU (pid {Pid}) at {S:F1} s", pvmPid, _o.KillAtS);
+                    var secBefore = NodeStatus.TryRead(secStatus);
+                    if (ChildProcess.Signal(secondary.Pid, 9))
+                    {
+                        killedAtUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+                        foreach (int pid in new[] { secBefore?.VmPid ?? 0, secBefore?.StandbyPid ?? 0 })
+                        {
+                            if (pid > 0 && IsQemu(pid))
+                                ChildProcess.Signal(pid, 9);
+                        }
+                        _log.LogWarning("SIGKILLed the secondary daemon (pid {Pid}) and its QEMUs at {S:F1} s", secondary.Pid, _o.KillAtS);
+                    }
                 }
                 else
                 {
-                    _log.LogError("could not kill the PVM (pid {Pid})", pvmPid);
+                    int pvmPid = priBeforeKill?.VmPid ?? 0;
+                    if (pvmPid > 0 && ChildProcess.Signal(pvmPid, 9))
+                    {
+                        killedAtUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+                        _log.LogWarning("SIGKILLed the primary's QEMU (pid {Pid}) at {S:F1} s", pvmPid, _o.KillAtS);
+                    }
+                    else
+                    {
+                        _log.LogError("could not kill the PVM (pid {Pid})", pvmPid);
+                    }
                 }
             }
 
@@ -127,14 +144,16 @@ internal sealed class DemoRunner
                 pausesMs: pauses,
                 killedAtS: killedAtUnixMs > 0 ? _o.KillAtS : -1,
                 killedAtUnixMs: killedAtUnixMs,
-                detectedAtUnixMs: secEnd?.PeerLostAtUnixMs ?? 0);
+                detectedAtUnixMs: (_o.KillSecondary ? priEnd?.PeerLostAtUnixMs : secEnd?.PeerLostAtUnixMs) ?? 0);
             report.CheckpointsByReason = (priBeforeKill ?? priEnd)?.CheckpointsByReason ?? new();
             ok = report.Ok;
             string text = JsonSerializer.Serialize(report, DemoReport.JsonOptions);
             if (_o.JsonPath != null)
                 File.WriteAllText(_o.JsonPath, text);
             Console.WriteLine(report.ToHumanSummary());
-            if (secEnd != null)
+            if (_o.KillSecondary && priEnd != null)
+                Console.WriteLine($"primary: state {priEnd.State}, secondary lost: {priEnd.PeerLostReason}");
+            else if (secEnd != null)
                 Console.WriteLine($"secondary: state {secEnd.State}, failed over {secEnd.FailedOver}, detection reason: {secEnd.PeerLostReason}");
             return ok ? 0 : 1;
         }

@@ -1,1 +1,2 @@
 [assembly: System.Runtime.CompilerServices.InternalsVisibleTo("Colo.Integration.Tests")]
+[assembly: System.Runtime.CompilerServices.InternalsVisibleTo("Colo.Node.Tests")]

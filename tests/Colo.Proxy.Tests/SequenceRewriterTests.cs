@@ -135,6 +135,22 @@ public class SequenceRewriterTests
     }
 
     [Fact]
+    public void LearnOffsetsFalse_HandshakeInProgressAtFailover_StillLearnsFromClientAck()
+    {
+        var rw = new SequenceRewriter();
+        // The SVM answered the SYN before failover (ISN 7000); the client saw the PVM's SYN-ACK (ISN 95000).
+        byte[] synAck = Tcp(GuestIp, GuestPort, ClientIp, 40002, 7000, 301, SYN | ACK, default);
+        rw.RewriteFromSvm(synAck);
+        rw.LearnOffsets = false;
+        byte[] ack = Tcp(ClientIp, 40002, GuestIp, GuestPort, 301, 95001, ACK, Bytes("GET"));
+        rw.RewriteFromClient(ack);
+        Assert.Equal(7001u, AckOf(ack));
+        byte[] reply = Tcp(GuestIp, GuestPort, ClientIp, 40002, 7001, 304, ACK, Bytes("200"));
+        rw.RewriteFromSvm(reply);
+        Assert.Equal(95001u, SeqOf(reply));
+    }
+
+    [Fact]
     public void MalformedAndNonTcp_PassedThroughUntouched()
     {
         var rw = new SequenceRewriter();

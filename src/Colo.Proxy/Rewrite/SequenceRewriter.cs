@@ -55,8 +55,10 @@ public sealed class SequenceRewriter
     }
 
     /// <summary>
-    /// True (default): learn offsets for new connections. Set false at failover: from then on clients talk to the SVM
-    /// directly, so connections opened afterwards must not be given an offset; existing connections keep translating.
+    /// True (default): track new connections (from the SVM's SYN/SYN-ACK) and learn their offsets. Set false at
+    /// failover: from then on clients talk to the SVM directly, so connections opened afterwards are not tracked and
+    /// never get an offset; existing connections keep translating, and one whose handshake was in progress still
+    /// learns its offset from the client's first ACK.
     /// </summary>
     public bool LearnOffsets { get; set; } = true;
 
@@ -108,7 +110,10 @@ public sealed class SequenceRewriter
         }
         if (!e.OffsetKnown)
         {
-            if (!e.IsnKnown || !LearnOffsets)
+            // Also after failover: a handshake the SVM began before it is completed by the client's first ACK, which
+            // acknowledges either the PVM's SYN-ACK (offset = PVM ISN - SVM ISN) or, if the client never saw that one,
+            // the SVM's retransmitted SYN-ACK (offset 0). Either way the ACK gives the right offset.
+            if (!e.IsnKnown)
             {
                 return;
             }

@@ -1,0 +1,113 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Xunit.Abstractions;
+
+namespace Colo.Integration.Tests;
+
+/// <summary>
+/// Runs the real `colo demo` (QEMU under TCG, network namespaces, TAP devices, Redis and httpd in the
+/// guest) in a shortened form and checks the report against the acceptance rules.
+/// Needs root, qemu-system-x86_64 and redis-benchmark; `./run-tests` installs them.
+/// </summary>
+public sealed class DemoEndToEndTests
+{
+    private readonly ITestOutputHelper _output;
+
+    public DemoEndToEndTests(ITestOutputHelper output) => _output = output;
+
+    [DemoFact]
+    public async Task Demo_PrimaryKilled_ClientsKeepServedWithoutLoss()
+    {
+        var report = await RunDemoAsync("--duration", "24", "--kill-primary-at", "12");
+        Assert.True(report.GetProperty("ok").GetBoolean(), "demo reported ok=false");
+        var redis = report.GetProperty("redis");
+        Assert.Equal(0, redis.GetProperty("errors").GetInt64());
+        Assert.True(redis.GetProperty("continuous").GetBoolean());
+        Assert.Equal(0, redis.GetProperty("reconnects").GetInt64());
+        Assert.True(redis.GetProperty("ops").GetInt64() > 100);
+        Assert.Equal(0, report.GetProperty("http").GetProperty("errors").GetInt64());
+        Assert.Equal(0, report.GetProperty("redis_benchmark").GetProperty("errors").GetInt64());
+        Assert.True(report.GetProperty("checkpoints").GetProperty("count").GetInt64() >= 1);
+        var failover = report.GetProperty("failover");
+        Assert.InRange(failover.GetProperty("detected_ms").GetInt64(), 0, 1000);
+        Assert.InRange(failover.GetProperty("client_gap_ms").GetInt64(), 0, 3000);
+    }
+
+    [DemoFact]
+    public async Task Demo_SecondaryKilled_PrimaryRunsUnprotectedWithoutLoss()
+    {
+        var report = await RunDemoAsync("--duration", "16", "--kill-primary-at", "8", "--kill", "secondary", "--bench-requests", "500");
+        Assert.True(report.GetProperty("ok").GetBoolean(), "demo reported ok=false");
+        var redis = report.GetProperty("redis");
+        Assert.Equal(0, redis.GetProperty("errors").GetInt64());
+        Assert.True(redis.GetProperty("continuous").GetBoolean());
+        Assert.Equal(0, redis.GetProperty("reconnects").GetInt64());
+        Assert.Equal(0, report.GetProperty("http").GetProperty("errors").GetInt64());
+        Assert.InRange(report.GetProperty("failover").GetProperty("detected_ms").GetInt64(), 0, 1000);
+    }
+
+    private async Task<JsonElement> RunDemoAsync(params string[] args)
+    {
+        string json = Path.Combine(Path.GetTempPath(), $"colo-demo-test-{Guid.NewGuid():N}.json");
+        string cli = Path.Combine(AppContext.BaseDirectory, "colo.dll");
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        psi.ArgumentList.Add(cli);
+        psi.ArgumentList.Add("demo");
+        foreach (string a in args)
+            psi.ArgumentList.Add(a);
+        psi.ArgumentList.Add("--json");
+        psi.ArgumentList.Add(json);
+        using var p = Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(8));
+        try
+        {
+            await p.WaitForExitAsync(timeout.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            p.Kill(entireProcessTree: false);
+            throw new TimeoutException("colo demo did not finish within 8 minutes");
+        }
+        _output.WriteLine(await stdout);
+        _output.WriteLine(await stderr);
+        Assert.True(File.Exists(json), $"no report written (exit code {p.ExitCode})");
+        string text = await File.ReadAllTextAsync(json);
+        File.Delete(json);
+        _output.WriteLine(text);
+        Assert.Equal(0, p.ExitCode);
+        return JsonDocument.Parse(text).RootElement.Clone();
+    }
+}
+
+/// <summary>A fact skipped (with the reason) unless root, QEMU and redis-benchmark are available.</summary>
+public sealed class DemoFactAttribute : FactAttribute
+{
+    public DemoFactAttribute()
+    {
+        if (!DemoEnvironment.Ready(out string? why))
+            Skip = why;
+    }
+}
+
+internal static class DemoEnvironment
+{
+    public static bool Ready(out string? why)
+    {
+        why = null;
+        if (geteuid() != 0)
+            why = "needs root (namespaces, TAP devices)";
+        else if (!OnPath("qemu-system-x86_64"))
+            why = "qemu-system-x86_64 not installed";
+        else if (!OnPath("redis-benchmark"))
+            why = "redis-benchmark not installed";
+        return why == null;
+    }
+
+    private static bool OnPath(string file) =>
+        (System.Environment.GetEnvironmentVariable("PATH") ?? "").Split(':').Any(d => File.Exists(Path.Combine(d, file)));
+
+    [System.Runtime.InteropServices.DllImport("libc")]
+    private static extern uint geteuid();
+}
