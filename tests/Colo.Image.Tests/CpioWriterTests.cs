@@ -73,7 +73,9 @@ public class CpioWriterTests
         {
             var psi = new System.Diagnostics.ProcessStartInfo("/usr/bin/cpio")
             {
-                RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true,
+                RedirectStandardInput = true,
+                RedirectStandardOutput = true,
+                RedirectStandardError = true,
                 WorkingDirectory = dir,
             };
             foreach (var a in new[] { "-i", "-d", "--quiet", "--no-absolute-filenames" }) psi.ArgumentList.Add(a);

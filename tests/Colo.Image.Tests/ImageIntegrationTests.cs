@@ -137,7 +137,9 @@ public class ImageIntegrationTests(ITestOutputHelper output)
         var pHttp = FreePort();
         var psi = new ProcessStartInfo("/usr/bin/qemu-system-x86_64")
         {
-            RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            RedirectStandardInput = true,
         };
         foreach (var a in new[]
                  {

@@ -82,7 +82,8 @@ public sealed class ThroughputTests(ITestOutputHelper output)
             catch (SocketException)
             {
             }
-        }) { IsBackground = true };
+        })
+        { IsBackground = true };
         drainThread.Start();
 
         byte[] small = new byte[100];
