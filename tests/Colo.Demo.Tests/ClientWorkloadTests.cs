@@ -74,7 +74,7 @@ public class ClientWorkloadTests(ITestOutputHelper output)
             GuestIp = IPAddress.Loopback,
             RedisPort = redis.Port,
             EnableHttp = false,
-            Duration = TimeSpan.FromSeconds(4),
+            Duration = TimeSpan.FromSeconds(10), // leaves time to reconnect after the restart on a loaded machine
             OperationTimeout = TimeSpan.FromSeconds(2),
             EventsPath = Path.GetTempFileName(),
         };
@@ -103,7 +103,7 @@ public class ClientWorkloadTests(ITestOutputHelper output)
         Assert.False(r.Redis.Continuous);
         Assert.True(r.Redis.MaxStallMs >= 900, $"max stall {r.Redis.MaxStallMs}");
         long gap = DemoReport.ComputeClientGapMs(r.Redis.Gaps, killedAt);
-        Assert.InRange(gap, 900, 2500);
+        Assert.InRange(gap, 900, 6000);
         Assert.False(r.RedisBenchmark.Ran);
     }
 
