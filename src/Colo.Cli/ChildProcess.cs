@@ -32,6 +32,7 @@ internal sealed partial class ChildProcess : IDisposable
         psi.RedirectStandardError = true;
         psi.RedirectStandardInput = false;
         psi.UseShellExecute = false;
+        psi.Environment["DOTNET_EnableDiagnostics"] = "0"; // no IPC files left in /tmp if the child is killed
         var log = new StreamWriter(logPath, append: true) { AutoFlush = true };
         var p = new Process { StartInfo = psi, EnableRaisingEvents = true };
         p.OutputDataReceived += (_, e) => { if (e.Data != null) lock (log) log.WriteLine(e.Data); };

@@ -18,13 +18,13 @@ internal static class DaemonCommands
         var config = ConfigOption();
         var verbose = VerboseOption();
         var cmd = new Command("primary", "Run the primary daemon: boots the PVM, protects it with the secondary, checkpoints on demand.") { config, verbose };
-        cmd.SetAction(async (pr, ct) =>
+        cmd.SetAction(async (pr, _) =>
         {
             using var loggers = Logging.Create(pr.GetValue(verbose));
             var cfg = LoadConfig(pr.GetValue(config)!);
             if (cfg == null)
                 return 64;
-            return await new PrimaryNode(cfg, loggers).RunAsync(ct);
+            return await new PrimaryNode(cfg, loggers).RunAsync(Lifetime.Token);
         });
         return cmd;
     }
@@ -34,13 +34,13 @@ internal static class DaemonCommands
         var config = ConfigOption();
         var verbose = VerboseOption();
         var cmd = new Command("secondary", "Run the secondary daemon: keeps the SVM in step and fails over when the primary dies.") { config, verbose };
-        cmd.SetAction(async (pr, ct) =>
+        cmd.SetAction(async (pr, _) =>
         {
             using var loggers = Logging.Create(pr.GetValue(verbose));
             var cfg = LoadConfig(pr.GetValue(config)!);
             if (cfg == null)
                 return 64;
-            return await new SecondaryNode(cfg, loggers).RunAsync(ct);
+            return await new SecondaryNode(cfg, loggers).RunAsync(Lifetime.Token);
         });
         return cmd;
     }

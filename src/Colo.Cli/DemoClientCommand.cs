@@ -24,7 +24,7 @@ internal static class DemoClientCommand
             guestIp, duration, benchAt, benchRequests, benchClients, output, events,
         };
         cmd.Hidden = true;
-        cmd.SetAction(async (pr, ct) =>
+        cmd.SetAction(async (pr, _) =>
         {
             using var loggers = Logging.Create();
             double at = pr.GetValue(benchAt);
@@ -38,8 +38,8 @@ internal static class DemoClientCommand
                 ResultPath = pr.GetValue(output),
                 EventsPath = pr.GetValue(events),
             };
-            var result = await new ClientWorkload(loggers.CreateLogger("client")).RunAsync(options, ct);
-            await File.WriteAllTextAsync(pr.GetValue(output)!, result.ToJson(), ct);
+            var result = await new ClientWorkload(loggers.CreateLogger("client")).RunAsync(options, Lifetime.Token);
+            await File.WriteAllTextAsync(pr.GetValue(output)!, result.ToJson(), CancellationToken.None);
             return 0;
         });
         return cmd;

@@ -24,13 +24,13 @@ internal static class DemoCommand
         var memory = new Option<int>("--memory-mib") { Description = "Guest RAM in MiB", DefaultValueFactory = _ => 256 };
         var keep = new Option<bool>("--keep-logs") { Description = "Keep the run directory with daemon and console logs even on success" };
         var verbose = new Option<bool>("--verbose") { Description = "Debug logging in the daemons" };
-        var kill = new Option<string>("--kill") { Description = "Which host to kill at --kill-primary-at: primary (its QEMU is SIGKILLed) or secondary (its daemon and QEMUs are SIGKILLed)", DefaultValueFactory = _ => "primary" };
-        kill.AcceptOnlyFromAmong("primary", "secondary");
+        var kill = new Option<string>("--kill") { Description = "What fails at --kill-primary-at: primary (the PVM's QEMU is SIGKILLed), primary-host (the primary daemon and its QEMU are SIGKILLed), primary-hang (both are frozen with SIGSTOP: no goodbye, no TCP reset, only missing heartbeats), secondary (its daemon and QEMUs are SIGKILLed), or primary-stall / secondary-stall (that host is frozen for 1.5 s, then runs again: exactly one of the two VMs must serve afterwards)", DefaultValueFactory = _ => "primary" };
+        kill.AcceptOnlyFromAmong("primary", "primary-host", "primary-hang", "secondary", "primary-stall", "secondary-stall");
         var cmd = new Command("demo", "End-to-end demo: Redis and HTTP keep serving through the primary's death.")
         {
             duration, killAt, json, benchRequests, benchClients, compareTimeout, maxEpoch, memory, keep, verbose, kill,
         };
-        cmd.SetAction(async (pr, ct) =>
+        cmd.SetAction(async (pr, _) =>
         {
             using var loggers = Logging.Create();
             var options = new DemoOptions
@@ -45,14 +45,19 @@ internal static class DemoCommand
                 MemoryMiB = pr.GetValue(memory),
                 KeepLogs = pr.GetValue(keep),
                 Verbose = pr.GetValue(verbose),
-                KillSecondary = pr.GetValue(kill) == "secondary",
+                Kill = pr.GetValue(kill)!,
             };
             if (options.DurationS < 5)
             {
                 Console.Error.WriteLine("colo demo: --duration must be at least 5 s");
                 return 64;
             }
-            return await new DemoRunner(options, loggers).RunAsync(ct);
+            if (options.KillAtS >= options.DurationS)
+            {
+                Console.Error.WriteLine("colo demo: --kill-primary-at must be less than --duration (negative: never kill)");
+                return 64;
+            }
+            return await new DemoRunner(options, loggers).RunAsync(Lifetime.Token);
         });
         return cmd;
     }
@@ -71,5 +76,8 @@ internal sealed record DemoOptions
     public int MemoryMiB { get; init; } = 256;
     public bool KeepLogs { get; init; }
     public bool Verbose { get; init; }
-    public bool KillSecondary { get; init; }
+    /// <summary>primary, primary-host, primary-hang or secondary.</summary>
+    public string Kill { get; init; } = "primary";
+
+    public bool KillSecondary => Kill is "secondary" or "secondary-stall";
 }

@@ -23,7 +23,7 @@ internal sealed class DemoRunner
 
     public async Task<int> RunAsync(CancellationToken ct)
     {
-        var image = await new GuestImageBuilder(GuestImageBuilder.DefaultCacheRoot, _loggers.CreateLogger("image")).EnsureAsync(ct);
+        var image = await new GuestImageBuilder(GuestImageBuilder.DefaultCacheRoot, _loggers.CreateLogger("image")).EnsureAsync(Lifetime.Token);
         DemoTopology.CleanupStale(_log);
         await using var topo = await DemoTopology.CreateAsync(_loggers.CreateLogger("topology"), null, ct);
         string runDir = Path.Combine("/tmp", $"colo-demo-{topo.Tag}");
@@ -101,7 +101,20 @@ internal sealed class DemoRunner
                 while (DateTimeOffset.UtcNow < killTime && !client.HasExited)
                     await Task.Delay(50, ct);
                 priBeforeKill = NodeStatus.TryRead(priStatus);
-                if (_o.KillSecondary)
+                if (_o.Kill is "primary-stall" or "secondary-stall")
+                {
+                    var st = NodeStatus.TryRead(_o.Kill == "primary-stall" ? priStatus : secStatus);
+                    int daemon = _o.Kill == "primary-stall" ? primary.Pid : secondary.Pid;
+                    int[] pids = [daemon, st?.VmPid ?? 0, st?.StandbyPid ?? 0];
+                    foreach (int pid in pids)
+                        ChildProcess.Signal(pid, 19);
+                    killedAtUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+                    _log.LogWarning("froze the {Host} (daemon pid {Pid}) for 1.5 s at {S:F1} s", _o.Kill[..^6], daemon, _o.KillAtS);
+                    await Task.Delay(1500, ct);
+                    foreach (int pid in pids)
+                        ChildProcess.Signal(pid, 18);
+                }
+                else if (_o.KillSecondary)
                 {
                     var secBefore = NodeStatus.TryRead(secStatus);
                     if (ChildProcess.Signal(secondary.Pid, 9))
@@ -118,7 +131,17 @@ internal sealed class DemoRunner
                 else
                 {
                     int pvmPid = priBeforeKill?.VmPid ?? 0;
-                    if (pvmPid > 0 && ChildProcess.Signal(pvmPid, 9))
+                    if (_o.Kill == "primary-hang" && pvmPid > 0 && ChildProcess.Signal(primary.Pid, 19) && ChildProcess.Signal(pvmPid, 19))
+                    {
+                        killedAtUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+                        _log.LogWarning("froze the primary daemon (pid {Pid}) and its QEMU (pid {Qemu}) with SIGSTOP at {S:F1} s", primary.Pid, pvmPid, _o.KillAtS);
+                    }
+                    else if (_o.Kill == "primary-host" && pvmPid > 0 && ChildProcess.Signal(primary.Pid, 9) && ChildProcess.Signal(pvmPid, 9))
+                    {
+                        killedAtUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+                        _log.LogWarning("SIGKILLed the primary daemon (pid {Pid}) and its QEMU (pid {Qemu}) at {S:F1} s", primary.Pid, pvmPid, _o.KillAtS);
+                    }
+                    else if (_o.Kill == "primary" && pvmPid > 0 && ChildProcess.Signal(pvmPid, 9))
                     {
                         killedAtUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
                         _log.LogWarning("SIGKILLed the primary's QEMU (pid {Pid}) at {S:F1} s", pvmPid, _o.KillAtS);
@@ -146,6 +169,29 @@ internal sealed class DemoRunner
                 killedAtUnixMs: killedAtUnixMs,
                 detectedAtUnixMs: (_o.KillSecondary ? priEnd?.PeerLostAtUnixMs : secEnd?.PeerLostAtUnixMs) ?? 0);
             report.CheckpointsByReason = (priBeforeKill ?? priEnd)?.CheckpointsByReason ?? new();
+            report.KilledWhat = _o.Kill switch
+            {
+                "secondary" => "secondary host",
+                "primary-host" => "primary host",
+                "primary-hang" => "primary host (frozen)",
+                "primary-stall" => "primary host (frozen 1.5 s)",
+                "secondary-stall" => "secondary host (frozen 1.5 s)",
+                _ => "primary's QEMU",
+            };
+            // Exactly one VM may serve the clients at the end: a failed-over secondary and a primary still serving
+            // (protected or unprotected) would be a split brain.
+            bool primaryServes = !primary.HasExited && _o.Kill != "primary-hang" && priEnd?.State is "protected" or "unprotected";
+            bool secondaryServes = secEnd?.FailedOver == true && secEnd.State == "failed-over";
+            if (primaryServes && secondaryServes)
+            {
+                _log.LogError("split brain: the primary ({P}) and the failed-over secondary both serve", priEnd!.State);
+                report.Ok = false;
+            }
+            else if (!primaryServes && !secondaryServes)
+            {
+                _log.LogError("no VM serves at the end (primary {P}, secondary {S})", priEnd?.State, secEnd?.State);
+                report.Ok = false;
+            }
             ok = report.Ok;
             string text = JsonSerializer.Serialize(report, DemoReport.JsonOptions);
             if (_o.JsonPath != null)
@@ -157,16 +203,24 @@ internal sealed class DemoRunner
                 Console.WriteLine($"secondary: state {secEnd.State}, failed over {secEnd.FailedOver}, detection reason: {secEnd.PeerLostReason}");
             return ok ? 0 : 1;
         }
-        catch (Exception e) when (e is not OperationCanceledException)
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+            _log.LogWarning("demo interrupted; tearing down");
+            return 130;
+        }
+        catch (Exception e)
         {
             _log.LogError("demo failed: {Error}", e.Message);
             return 1;
         }
         finally
         {
-            foreach (var c in children.AsEnumerable().Reverse())
+            // Client first, then the secondary (the primary then runs on unprotected instead of the secondary
+            // taking over), then the primary.
+            foreach (var c in children.OrderBy(c => c.Name switch { "client" => 0, "secondary" => 1, _ => 2 }))
             {
-                await c.StopAsync(TimeSpan.FromSeconds(5));
+                ChildProcess.Signal(c.Pid, 18); // SIGCONT: a frozen (primary-hang) daemon must run to handle SIGTERM
+                await c.StopAsync(TimeSpan.FromSeconds(10));
                 c.Dispose();
             }
             foreach (var cfg in new[] { pri, sec })

@@ -11,13 +11,13 @@ internal static class ImageCommand
         var force = new Option<bool>("--force") { Description = "Rebuild even when the cached image's inputs are unchanged" };
         var cache = new Option<string>("--cache") { Description = "Cache root", DefaultValueFactory = _ => GuestImageBuilder.DefaultCacheRoot };
         var build = new Command("build", "Build the guest image (kernel + initramfs with Redis and httpd) unless a cached one has the same inputs.") { force, cache };
-        build.SetAction(async (pr, ct) =>
+        build.SetAction(async (pr, _) =>
         {
             using var loggers = Logging.Create();
             var builder = new GuestImageBuilder(pr.GetValue(cache)!, loggers.CreateLogger("image"));
             try
             {
-                var image = pr.GetValue(force) ? await builder.BuildAsync(true, ct) : await builder.EnsureAsync(ct);
+                var image = pr.GetValue(force) ? await builder.BuildAsync(true, Lifetime.Token) : await builder.EnsureAsync(Lifetime.Token);
                 Console.WriteLine($"kernel: {image.KernelPath}");
                 Console.WriteLine($"initrd: {image.InitrdPath}");
                 return 0;

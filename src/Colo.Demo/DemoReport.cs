@@ -30,6 +30,10 @@ public sealed class DemoReport
     [JsonIgnore]
     public Dictionary<string, int> CheckpointsByReason { get; set; } = new();
 
+    /// <summary>What was killed at <see cref="DemoFailoverSummary.KilledAtS"/>, for the human summary (e.g. "primary's QEMU"); not in the JSON.</summary>
+    [JsonIgnore]
+    public string KilledWhat { get; set; } = "primary";
+
     /// <summary>True when every acceptance rule holds; set it with <see cref="UpdateOk"/>.</summary>
     [JsonPropertyName("ok")]
     public bool Ok { get; set; }
@@ -232,7 +236,7 @@ public sealed class DemoReport
         if (Failover.KilledAtS < 0)
             sb.AppendLine("  failover:        primary not killed");
         else
-            sb.AppendLine(ci, $"  failover:        primary killed at {Failover.KilledAtS:0.0} s, detected in {(Failover.DetectedMs == -1 ? "(never)" : Failover.DetectedMs + " ms")}, client gap {Failover.ClientGapMs} ms");
+            sb.AppendLine(ci, $"  failover:        {KilledWhat} killed at {Failover.KilledAtS:0.0} s, detected in {(Failover.DetectedMs == -1 ? "(never)" : Failover.DetectedMs + " ms")}, client gap {Failover.ClientGapMs} ms");
         foreach (string rule in FailedRules())
             sb.AppendLine(ci, $"  FAILED: {rule}");
         return sb.ToString();

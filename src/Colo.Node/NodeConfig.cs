@@ -26,6 +26,7 @@ public sealed record NodeConfig
     public required string KernelCmdline { get; init; }
 
     /// <summary>Guest RAM in MiB (default 256).</summary>
+    [JsonPropertyName("memory_mib")]
     public int MemoryMiB { get; init; } = 256;
 
     /// <summary>Guest NIC MAC address, e.g. 52:54:00:c0:10:01.</summary>
@@ -85,6 +86,7 @@ public sealed record NodeConfig
     {
         PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
         WriteIndented = true,
+        UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
     };
 
     /// <summary>Reads and validates a config file.</summary>
@@ -122,7 +124,8 @@ public sealed record NodeConfig
         Check(MemoryMiB is >= 16 and <= 65536, "memory_mib must be 16..65536");
         Check(File.Exists(KernelPath), $"kernel_path {KernelPath} does not exist");
         Check(File.Exists(InitrdPath), $"initrd_path {InitrdPath} does not exist");
-        Check(System.Net.NetworkInformation.PhysicalAddress.TryParse(GuestMac.Replace(':', '-'), out _), "guest_mac is not a MAC address");
+        Check(GuestMac is { Length: 17 } && System.Net.NetworkInformation.PhysicalAddress.TryParse(GuestMac.Replace(':', '-'), out var mac)
+            && (mac.GetAddressBytes()[0] & 1) == 0, "guest_mac must be a unicast MAC address like 52:54:00:12:34:56");
         Check(IPAddress.TryParse(GuestIp, out var ip) && ip.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork, "guest_ip must be an IPv4 address");
         Check(IPAddress.TryParse(LinkAddress, out _), "link_address must be an IP address");
         Check(LinkPort is > 0 and < 65536, "link_port must be 1..65535");

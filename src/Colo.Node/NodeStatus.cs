@@ -56,7 +56,11 @@ public sealed class NodeStatus
     /// <summary>Last error, if the daemon stopped because of one.</summary>
     public string? Error { get; set; }
 
-    private static readonly JsonSerializerOptions Json = NodeConfig.Json;
+    private static readonly JsonSerializerOptions Json = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        WriteIndented = true,
+    };
 
     /// <summary>Reads a status file; null when it does not exist or cannot be parsed yet.</summary>
     public static NodeStatus? TryRead(string path)

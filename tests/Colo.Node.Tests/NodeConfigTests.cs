@@ -40,6 +40,19 @@ public sealed class NodeConfigTests : IDisposable
         Assert.Equal(cfg, back);
     }
 
+    [Fact]
+    public void Load_MemoryMib_IsReadAndUnknownKeysAreRejected()
+    {
+        string path = Path.Combine(_dir, "c.json");
+        Valid().Save(path);
+        string text = File.ReadAllText(path);
+        Assert.Contains("\"memory_mib\": 256", text);
+        File.WriteAllText(path, text.Replace("\"memory_mib\": 256", "\"memory_mib\": 1024"));
+        Assert.Equal(1024, NodeConfig.Load(path).MemoryMiB);
+        File.WriteAllText(path, text.Replace("\"memory_mib\": 256", "\"memory_mb\": 1024"));
+        Assert.Contains("memory_mb", Assert.Throws<InvalidDataException>(() => NodeConfig.Load(path)).Message);
+    }
+
     [Theory]
     [InlineData("{\"vm_name\": ", "config")]
     [InlineData("null", "empty")]
@@ -55,11 +68,30 @@ public sealed class NodeConfigTests : IDisposable
     public void Validate_BadValues_NameTheKey()
     {
         Assert.Contains("guest_mac", Assert.Throws<InvalidDataException>(() => (Valid() with { GuestMac = "nope" }).Validate()).Message);
+        Assert.Contains("guest_mac", Assert.Throws<InvalidDataException>(() => (Valid() with { GuestMac = "52:54" }).Validate()).Message);
+        Assert.Contains("guest_mac", Assert.Throws<InvalidDataException>(() => (Valid() with { GuestMac = "01:00:5e:00:00:01" }).Validate()).Message);
         Assert.Contains("guest_ip", Assert.Throws<InvalidDataException>(() => (Valid() with { GuestIp = "::1" }).Validate()).Message);
         Assert.Contains("heartbeat_timeout_ms", Assert.Throws<InvalidDataException>(() => (Valid() with { HeartbeatTimeoutMs = 50 }).Validate()).Message);
         Assert.Contains("kernel_path", Assert.Throws<InvalidDataException>(() => (Valid() with { KernelPath = "/nonexistent" }).Validate()).Message);
         Assert.Contains("vm_name", Assert.Throws<InvalidDataException>(() => (Valid() with { VmName = "a/b" }).Validate()).Message);
         Assert.Contains("compare_timeout_ms", Assert.Throws<InvalidDataException>(() => (Valid() with { CompareTimeoutMs = 0 }).Validate()).Message);
+    }
+
+    [Theory]
+    [InlineData(FarewellKind.Survive, "PVM died")]
+    [InlineData(FarewellKind.Fence, "the secondary took over")]
+    public void Farewell_RoundTrips(FarewellKind kind, string reason)
+    {
+        var (k, r) = Farewell.Decode(new System.Buffers.ReadOnlySequence<byte>(Farewell.Encode(kind, reason)));
+        Assert.Equal(kind, k);
+        Assert.Equal(reason, r);
+    }
+
+    [Fact]
+    public void Farewell_UnknownKindOrEmpty_IsAProtocolViolation()
+    {
+        Assert.Throws<Colo.Link.LinkProtocolException>(() => Farewell.Decode(new System.Buffers.ReadOnlySequence<byte>(new byte[] { 9, 65 })));
+        Assert.Throws<Colo.Link.LinkProtocolException>(() => Farewell.Decode(System.Buffers.ReadOnlySequence<byte>.Empty));
     }
 
     [Fact]

@@ -41,7 +41,13 @@ internal sealed class CheckpointSender
         _changed = new int[ram.PageCount];
     }
 
-    public async Task<CheckpointResult> RunAsync(ulong epoch, bool full, Task<ulong> loaded, PrimaryProxy proxy, CancellationToken ct)
+    /// <param name="epoch">Epoch of this checkpoint.</param>
+    /// <param name="full">Ship every page (initial sync).</param>
+    /// <param name="loaded">Completes with the epoch the secondary acknowledged.</param>
+    /// <param name="proxy">The proxy whose held output the checkpoint commits.</param>
+    /// <param name="ct">Cancels the transaction (the PVM is still resumed).</param>
+    /// <param name="beforeCommit">Called once the secondary acknowledged, just before held output is released: checkpoint requests made up to here are covered by this checkpoint.</param>
+    public async Task<CheckpointResult> RunAsync(ulong epoch, bool full, Task<ulong> loaded, PrimaryProxy proxy, Action beforeCommit, CancellationToken ct)
     {
         var sw = Stopwatch.StartNew();
         int pages = 0;
@@ -80,6 +86,7 @@ internal sealed class CheckpointSender
             ulong ack = await loaded.WaitAsync(TimeSpan.FromMilliseconds(_cfg.CheckpointTimeoutMs), ct);
             if (ack != epoch)
                 throw new InvalidDataException($"secondary acknowledged epoch {ack}, expected {epoch}");
+            beforeCommit();
             proxy.CheckpointCommitted(epoch);
             return new CheckpointResult(pages, state.Length, 0, null) with { PauseMs = sw.Elapsed.TotalMilliseconds };
         }

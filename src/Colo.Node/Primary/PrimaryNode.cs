@@ -23,7 +23,7 @@ public sealed class PrimaryNode
     private readonly ILoggerFactory _loggers;
     private readonly ILogger _log;
     private readonly NodeStatus _status = new() { Role = "primary" };
-    private readonly string _statusPath;
+    private readonly StatusReporter _reporter;
     private readonly SemaphoreSlim _trigger = new(0);
     private readonly object _triggerLock = new();
     private CheckpointReason? _pendingReason;
@@ -32,6 +32,8 @@ public sealed class PrimaryNode
     private HeartbeatMonitor? _heartbeat;
     private TaskCompletionSource<ulong>? _loaded;
     private volatile bool _protected;
+    private readonly TaskCompletionSource<string> _fenced = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private QemuProcess? _pvm;
     private int _secondaryLost;
 
     /// <summary>Creates the daemon; nothing starts until <see cref="RunAsync"/>.</summary>
@@ -40,11 +42,11 @@ public sealed class PrimaryNode
         _cfg = config;
         _loggers = loggers;
         _log = loggers.CreateLogger("primary");
-        _statusPath = Path.Combine(config.RunDirectory, "status.json");
+        _reporter = new StatusReporter(_status, config.RunDirectory, () => _proxy?.Counters(), _log);
     }
 
     /// <summary>Runs until cancelled or the PVM dies.</summary>
-    /// <returns>0 after cancellation, 2 when the PVM died, 1 on a start-up error.</returns>
+    /// <returns>0 after cancellation, 2 when the PVM died, 4 when fenced (the secondary took over), 1 on errors.</returns>
     public async Task<int> RunAsync(CancellationToken ct)
     {
         Directory.CreateDirectory(_cfg.RunDirectory);
@@ -53,6 +55,7 @@ public sealed class PrimaryNode
         WriteStatus();
         try
         {
+            var tap = TapDevice.Open(_cfg.TapName); // fails early, before any VM runs, when the TAP is missing
             using var ram = GuestRam.Open(ramPath, _cfg.MemoryBytes);
             using var netListener = new NetdevStreamListener(Path.Combine(_cfg.RunDirectory, "pvm-net.sock"));
             var spec = VmSpecs.For(_cfg, "pvm", ramPath, incoming: false);
@@ -61,8 +64,8 @@ public sealed class PrimaryNode
             _status.State = "booting";
             WriteStatus();
             _log.LogInformation("PVM started, pid {Pid}", pvm.Pid);
+            _pvm = pvm;
             var netConn = await netListener.AcceptAsync(TimeSpan.FromSeconds(15), ct);
-            var tap = TapDevice.Open(_cfg.TapName);
             var compare = new CompareOptions { CompareTimeout = TimeSpan.FromMilliseconds(_cfg.CompareTimeoutMs) };
             using var proxy = _proxy = new PrimaryProxy(compare, tap, netConn, RequestCheckpoint, _loggers.CreateLogger("proxy"));
             proxy.Start();
@@ -78,9 +81,9 @@ public sealed class PrimaryNode
             await using var heartbeat = _heartbeat = new HeartbeatMonitor(
                 TimeSpan.FromMilliseconds(_cfg.HeartbeatIntervalMs), TimeSpan.FromMilliseconds(_cfg.HeartbeatTimeoutMs),
                 c => link.SendAsync(MessageType.Heartbeat, proxy.Epoch, ReadOnlyMemory<byte>.Empty, c),
-                reason => SecondaryLost("heartbeat: " + reason), TimeProvider.System, _loggers.CreateLogger("heartbeat"));
+                reason => _ = PeerSilentAsync("heartbeat: " + reason), TimeProvider.System, _loggers.CreateLogger("heartbeat"));
             heartbeat.Start();
-            _ = link.Closed.ContinueWith(_ => SecondaryLost("link closed: " + link.CloseReason), TaskScheduler.Default);
+            _ = link.Closed.ContinueWith(_ => PeerSilentAsync("link closed: " + link.CloseReason), TaskScheduler.Default);
 
             var checkpointer = new CheckpointSender(pvm, ram, link, _cfg, _log);
             var sw = Stopwatch.StartNew();
@@ -94,11 +97,20 @@ public sealed class PrimaryNode
             }
 
             var scheduler = Task.Run(() => ScheduleAsync(checkpointer, ct), ct);
-            var statusLoop = Task.Run(() => StatusLoopAsync(ct), ct);
-            await Task.WhenAny(pvm.Exited, proxy.PvmClosed, Task.Delay(Timeout.Infinite, ct));
+            var statusLoop = Task.Run(() => _reporter.RunAsync(ct), ct);
+            await Task.WhenAny(pvm.Exited, proxy.PvmClosed, _fenced.Task, Task.Delay(Timeout.Infinite, ct));
+            if (_fenced.Task.IsCompleted)
+            {
+                pvm.Kill();
+                _status.State = "fenced";
+                _status.Error = "fenced: " + _fenced.Task.Result;
+                WriteStatus();
+                return 4;
+            }
             if (ct.IsCancellationRequested)
             {
-                await SayGoodbyeAsync("primary stopping");
+                // An operator stopping the primary ends the PVM: the secondary takes over.
+                await SayGoodbyeAsync(FarewellKind.Survive, "primary stopping");
                 _status.State = "stopped";
                 WriteStatus();
                 return 0;
@@ -107,22 +119,26 @@ public sealed class PrimaryNode
             _status.State = "pvm-dead";
             _status.Error = "PVM exited";
             WriteStatus();
-            await SayGoodbyeAsync("PVM died");
+            await SayGoodbyeAsync(FarewellKind.Survive, "PVM died");
             return 2;
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
         {
+            await SayGoodbyeAsync(FarewellKind.Survive, "primary stopping");
             _status.State = "stopped";
             WriteStatus();
             return 0;
         }
         catch (Exception e)
         {
-            _log.LogError(e, "primary failed");
+            if (e is IOException or TimeoutException or InvalidOperationException or QemuStartException)
+                _log.LogError("primary failed: {Error}", e.Message);
+            else
+                _log.LogError(e, "primary failed");
             _status.State = "error";
             _status.Error = e.Message;
             WriteStatus();
-            await SayGoodbyeAsync("primary error: " + e.Message);
+            await SayGoodbyeAsync(FarewellKind.Survive, "primary error: " + e.Message);
             return 1;
         }
         finally
@@ -131,21 +147,8 @@ public sealed class PrimaryNode
         }
     }
 
-    private async Task SayGoodbyeAsync(string reason)
-    {
-        var link = _link;
-        if (link == null)
-            return;
-        try
-        {
-            await link.SendAsync(MessageType.Goodbye, 0, System.Text.Encoding.UTF8.GetBytes(reason)).AsTask().WaitAsync(TimeSpan.FromSeconds(1));
-        }
-        catch (Exception e)
-        {
-            _log.LogDebug("goodbye not sent: {Error}", e.Message);
-        }
-        link.Close(reason);
-    }
+    private Task SayGoodbyeAsync(FarewellKind kind, string reason) =>
+        Farewell.SendAndCloseAsync(_link, kind, reason, _proxy?.Epoch ?? 0, _log);
 
     private void RequestCheckpoint(CheckpointReason reason)
     {
@@ -172,12 +175,17 @@ public sealed class PrimaryNode
             if (!_protected)
                 break;
             await RunCheckpointAsync(checkpointer, full: false, reason, ct);
-            lock (_triggerLock)
-            {
-                _pendingReason = null;
-                while (_trigger.CurrentCount > 0)
-                    _trigger.Wait(0);
-            }
+        }
+    }
+
+    /// <summary>Forgets pending checkpoint requests: the checkpoint being committed covers everything held so far.</summary>
+    private void ClearTrigger()
+    {
+        lock (_triggerLock)
+        {
+            _pendingReason = null;
+            while (_trigger.CurrentCount > 0)
+                _trigger.Wait(0);
         }
     }
 
@@ -190,7 +198,7 @@ public sealed class PrimaryNode
         Volatile.Write(ref _loaded, loaded);
         proxy.MirrorTo(link);
         string? cause = reason is CheckpointReason.Mismatch or CheckpointReason.Timeout ? proxy.LastCause : null;
-        var result = await checkpointer.RunAsync(next, full, loaded.Task, proxy, ct);
+        var result = await checkpointer.RunAsync(next, full, loaded.Task, proxy, ClearTrigger, ct);
         Volatile.Write(ref _loaded, null);
         if (result.Error != null)
         {
@@ -257,7 +265,11 @@ public sealed class PrimaryNode
                 Volatile.Read(ref _loaded)?.TrySetResult(epoch);
                 break;
             case MessageType.Goodbye:
-                SecondaryLost("secondary said goodbye: " + System.Text.EncodingExtensions.GetString(System.Text.Encoding.UTF8, payload));
+                var (kind, why) = Farewell.Decode(payload);
+                if (kind == FarewellKind.Fence)
+                    Fence("the secondary took over: " + why);
+                else
+                    SecondaryLost("secondary said goodbye: " + why);
                 break;
             default:
                 _link?.Close($"unexpected message {type} from the secondary");
@@ -266,45 +278,74 @@ public sealed class PrimaryNode
         return ValueTask.CompletedTask;
     }
 
+    /// <summary>
+    /// The secondary went silent (heartbeat timeout or link closed). Waits a short grace period first: after a stall
+    /// of this host, a <c>Goodbye(Fence)</c> from a secondary that took over may still be unread on the link, and
+    /// then this primary must stop instead of running on (no split brain after a transient stall).
+    /// </summary>
+    private async Task PeerSilentAsync(string reason)
+    {
+        await Task.Delay(PeerLostGrace);
+        if (!_fenced.Task.IsCompleted)
+            SecondaryLost(reason);
+    }
+
+    /// <summary>Grace between noticing a silent peer and acting on it (150 ms).</summary>
+    internal static readonly TimeSpan PeerLostGrace = TimeSpan.FromMilliseconds(150);
+
     private void SecondaryLost(string reason)
     {
-        if (Interlocked.Exchange(ref _secondaryLost, 1) != 0)
+        if (_fenced.Task.IsCompleted || Interlocked.Exchange(ref _secondaryLost, 1) != 0)
             return;
         _log.LogWarning("secondary lost ({Reason}): releasing held output and running unprotected", reason);
         _protected = false;
+        _heartbeat?.PeerLost(reason);
+        // Tell the secondary (if it is only stalled) to stop its SVM before anything is released.
+        var link = _link;
+        if (link != null && !link.IsClosed)
+        {
+            try
+            {
+                link.SendAsync(MessageType.Goodbye, 0, Farewell.Encode(FarewellKind.Fence, "primary continues unprotected: " + reason))
+                    .AsTask().Wait(TimeSpan.FromMilliseconds(500));
+            }
+            catch (Exception e)
+            {
+                _log.LogDebug("fence goodbye not sent: {Error}", e.Message);
+            }
+        }
+        link?.Close(reason);
         _proxy?.Unprotect();
         Volatile.Read(ref _loaded)?.TrySetException(new IOException("secondary lost: " + reason));
-        _heartbeat?.PeerLost(reason);
         _trigger.Release();
         _status.State = "unprotected";
         _status.PeerLostReason = reason;
         _status.PeerLostAtUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
         WriteStatus();
-        _link?.Close(reason);
     }
 
-    private async Task StatusLoopAsync(CancellationToken ct)
+    /// <summary>The secondary took over: stop the PVM at once; nothing more leaves this host.</summary>
+    private void Fence(string reason)
     {
-        while (!ct.IsCancellationRequested)
-        {
-            await Task.Delay(1000, ct);
-            WriteStatus();
-        }
-    }
-
-    private void WriteStatus()
-    {
+        if (!_fenced.TrySetResult(reason))
+            return;
+        _log.LogError("fenced ({Reason}): stopping the PVM", reason);
+        _protected = false;
         try
         {
-            if (_proxy != null)
-                _status.Counters = _proxy.Counters();
-            _status.Write(_statusPath);
+            _pvm?.Kill();
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        catch (Exception e) when (e is InvalidOperationException or System.ComponentModel.Win32Exception)
         {
-            _log.LogDebug("status not written: {Error}", e.Message);
         }
+        _proxy?.Dispose();
+        _status.PeerLostReason = reason;
+        _status.PeerLostAtUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+        Volatile.Read(ref _loaded)?.TrySetException(new IOException("fenced: " + reason));
+        _trigger.Release();
     }
+
+    private void WriteStatus() => _reporter.Write();
 
     private static void TryDelete(string path)
     {

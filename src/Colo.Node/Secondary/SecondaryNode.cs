@@ -23,7 +23,7 @@ public sealed class SecondaryNode
     private readonly ILoggerFactory _loggers;
     private readonly ILogger _log;
     private readonly NodeStatus _status = new() { Role = "secondary" };
-    private readonly string _statusPath;
+    private readonly StatusReporter _reporter;
     private readonly string _ramPath;
     private readonly ArrayBufferWriter<byte> _deviceState = new(1 << 20);
     private readonly SemaphoreSlim _commitLock = new(1, 1);
@@ -40,6 +40,7 @@ public sealed class SecondaryNode
     private ulong _receiving;
     private Task _commit = Task.CompletedTask;
     private int _primaryLost;
+    private volatile bool _fenced;
     private CancellationToken _ct;
 
     /// <summary>Creates the daemon; nothing starts until <see cref="RunAsync"/>.</summary>
@@ -48,7 +49,7 @@ public sealed class SecondaryNode
         _cfg = config;
         _loggers = loggers;
         _log = loggers.CreateLogger("secondary");
-        _statusPath = Path.Combine(config.RunDirectory, "status.json");
+        _reporter = new StatusReporter(_status, config.RunDirectory, () => _proxy?.Counters(), _log);
         _ramPath = Path.Combine(config.RamDirectory, $"{config.RamFilePrefix}-{config.VmName}-svm.ram");
     }
 
@@ -75,14 +76,23 @@ public sealed class SecondaryNode
             await using var heartbeat = _heartbeat = new HeartbeatMonitor(
                 TimeSpan.FromMilliseconds(_cfg.HeartbeatIntervalMs), TimeSpan.FromMilliseconds(_cfg.HeartbeatTimeoutMs),
                 c => link.SendAsync(MessageType.Heartbeat, _epoch, ReadOnlyMemory<byte>.Empty, c),
-                reason => PrimaryLost("heartbeat: " + reason), TimeProvider.System, _loggers.CreateLogger("heartbeat"));
+                reason => _ = PeerSilentAsync("heartbeat: " + reason), TimeProvider.System, _loggers.CreateLogger("heartbeat"));
             heartbeat.Start();
             _status.State = "syncing";
             WriteStatus();
             var receive = Task.Run(() => link.RunReceiveLoopAsync(OnMessageAsync, ct), ct);
-            _ = link.Closed.ContinueWith(_ => PrimaryLost("link closed: " + link.CloseReason), TaskScheduler.Default);
-            var statusLoop = Task.Run(() => StatusLoopAsync(ct), ct);
-            return await _done.Task.WaitAsync(ct);
+            _ = link.Closed.ContinueWith(_ => PeerSilentAsync("link closed: " + link.CloseReason), TaskScheduler.Default);
+            var statusLoop = Task.Run(() => _reporter.RunAsync(ct), ct);
+            try
+            {
+                return await _done.Task.WaitAsync(ct);
+            }
+            catch (OperationCanceledException) when (ct.IsCancellationRequested)
+            {
+                if (!proxy.FailedOver)
+                    await Farewell.SendAndCloseAsync(link, FarewellKind.Survive, "secondary stopping", _epoch, _log);
+                throw;
+            }
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
         {
@@ -100,18 +110,33 @@ public sealed class SecondaryNode
         }
         finally
         {
-            if (_active != null)
-                await _active.DisposeAsync();
-            if (_standby is { IsCompletedSuccessfully: true })
-                await _standby.Result.DisposeAsync();
-            else
-                _ = _standby?.ContinueWith(t => t.Result.DisposeAsync(), TaskContinuationOptions.OnlyOnRanToCompletion);
+            await StopVmsAsync();
             try
             {
                 File.Delete(_ramPath);
             }
             catch (IOException)
             {
+            }
+        }
+    }
+
+    /// <summary>Kills the SVM and the standby (waiting for a standby still starting, at most 35 s).</summary>
+    private async Task StopVmsAsync()
+    {
+        var active = Interlocked.Exchange(ref _active, null);
+        if (active != null)
+            await active.DisposeAsync();
+        var standby = Interlocked.Exchange(ref _standby, null);
+        if (standby != null)
+        {
+            try
+            {
+                await (await standby.WaitAsync(TimeSpan.FromSeconds(35))).DisposeAsync();
+            }
+            catch (Exception e)
+            {
+                _log.LogDebug("standby not stopped cleanly: {Error}", e.Message);
             }
         }
     }
@@ -194,7 +219,11 @@ public sealed class SecondaryNode
                 _commit = Task.Run(() => CommitAsync(epoch));
                 break;
             case MessageType.Goodbye:
-                PrimaryLost("primary said goodbye: " + System.Text.EncodingExtensions.GetString(System.Text.Encoding.UTF8, payload));
+                var (kind, why) = Farewell.Decode(payload);
+                if (kind == FarewellKind.Fence)
+                    _ = Task.Run(() => FenceAsync("the primary continues without this secondary: " + why));
+                else
+                    PrimaryLost("primary said goodbye: " + why);
                 break;
             default:
                 _link?.Close($"unexpected message {type} from the primary");
@@ -217,16 +246,26 @@ public sealed class SecondaryNode
             var old = _active;
             _active = standby;
             _proxy!.Activate(standby.Connection, epoch);
+            _epoch = epoch;
+            _receiving = 0;
+            // "Loaded" goes out before the new SVM runs, so on the link it precedes every frame of the new epoch.
+            var link = _link;
+            if (link != null && Volatile.Read(ref _primaryLost) == 0)
+            {
+                try
+                {
+                    await link.SendAsync(MessageType.CheckpointLoaded, epoch, ReadOnlyMemory<byte>.Empty);
+                }
+                catch (Exception e)
+                {
+                    _log.LogWarning("could not acknowledge checkpoint {Epoch}: {Error}", epoch, e.Message);
+                }
+            }
             await standby.Qemu.ContAsync();
             _ = Task.Run(() => _proxy.RunSvmOutputAsync(standby.Connection));
             _ = standby.Qemu.Exited.ContinueWith(_ => SvmExited(standby), TaskScheduler.Default);
             if (old != null)
                 await old.DisposeAsync();
-            _epoch = epoch;
-            _receiving = 0;
-            var link = _link;
-            if (link != null && Volatile.Read(ref _primaryLost) == 0)
-                await link.SendAsync(MessageType.CheckpointLoaded, epoch, ReadOnlyMemory<byte>.Empty);
             _standby = StartStandby();
             _status.Epoch = epoch;
             _status.VmPid = standby.Qemu.Pid;
@@ -245,18 +284,7 @@ public sealed class SecondaryNode
             _status.State = "error";
             _status.Error = "checkpoint load failed: " + e.Message;
             WriteStatus();
-            var link = _link;
-            if (link != null)
-            {
-                try
-                {
-                    await link.SendAsync(MessageType.Goodbye, epoch, System.Text.Encoding.UTF8.GetBytes("checkpoint load failed: " + e.Message)).AsTask().WaitAsync(TimeSpan.FromSeconds(1));
-                }
-                catch (Exception)
-                {
-                }
-                link.Close("checkpoint load failed");
-            }
+            await Farewell.SendAndCloseAsync(_link, FarewellKind.Survive, "checkpoint load failed: " + e.Message, epoch, _log);
             _done.TrySetResult(1);
         }
         finally
@@ -284,9 +312,39 @@ public sealed class SecondaryNode
         }
     }
 
+    /// <summary>
+    /// The primary went silent (heartbeat timeout or link closed). Waits a short grace period first: after a stall of
+    /// this host a <c>Goodbye(Fence)</c> from a primary that gave up on us may still be unread on the link, and then
+    /// this secondary must stop its SVM instead of taking over (no split brain after a transient stall).
+    /// </summary>
+    private async Task PeerSilentAsync(string reason)
+    {
+        await Task.Delay(TimeSpan.FromMilliseconds(150));
+        if (!_fenced)
+            PrimaryLost(reason);
+    }
+
+    /// <summary>The primary carries on alone: stop the SVM and the standby, never take over.</summary>
+    private async Task FenceAsync(string reason)
+    {
+        if (Volatile.Read(ref _primaryLost) != 0)
+            return; // already taking over; the primary will be fenced by our goodbye
+        _fenced = true;
+        _log.LogError("fenced ({Reason}): stopping the SVM", reason);
+        _link?.Close(reason);
+        await _commit.WaitAsync(TimeSpan.FromSeconds(30)).ContinueWith(_ => { }, TaskScheduler.Default);
+        await StopVmsAsync();
+        _status.State = "fenced";
+        _status.Error = "fenced: " + reason;
+        _status.VmPid = 0;
+        _status.StandbyPid = 0;
+        WriteStatus();
+        _done.TrySetResult(4);
+    }
+
     private void PrimaryLost(string reason)
     {
-        if (Interlocked.Exchange(ref _primaryLost, 1) != 0)
+        if (_fenced || Interlocked.Exchange(ref _primaryLost, 1) != 0)
             return;
         long at = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
         _log.LogWarning("primary lost ({Reason}); failing over", reason);
@@ -294,7 +352,6 @@ public sealed class SecondaryNode
         _status.PeerLostReason = reason;
         WriteStatus();
         _heartbeat?.PeerLost(reason);
-        _link?.Close(reason);
         _ = Task.Run(FailoverAsync);
     }
 
@@ -310,6 +367,8 @@ public sealed class SecondaryNode
                 if (_receiving != 0)
                     _log.LogWarning("discarding partial checkpoint {Epoch}", _receiving);
                 _receiving = 0;
+                // Tell a primary that is only stalled to stop its PVM (it reads this when it runs again).
+                await Farewell.SendAndCloseAsync(_link, FarewellKind.Fence, "the secondary took over", _epoch, _log);
                 if (_active == null)
                 {
                     _status.State = "error";
@@ -358,26 +417,5 @@ public sealed class SecondaryNode
         }
     }
 
-    private async Task StatusLoopAsync(CancellationToken ct)
-    {
-        while (!ct.IsCancellationRequested)
-        {
-            await Task.Delay(1000, ct);
-            WriteStatus();
-        }
-    }
-
-    private void WriteStatus()
-    {
-        try
-        {
-            if (_proxy != null)
-                _status.Counters = _proxy.Counters();
-            _status.Write(_statusPath);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidOperationException)
-        {
-            _log.LogDebug("status not written: {Error}", e.Message);
-        }
-    }
+    private void WriteStatus() => _reporter.Write();
 }
