@@ -46,6 +46,20 @@ public sealed class DemoEndToEndTests
         Assert.InRange(report.GetProperty("failover").GetProperty("detected_ms").GetInt64(), 0, 1000);
     }
 
+    [DemoTheory]
+    [InlineData("primary-stall")]
+    [InlineData("secondary-stall")]
+    public async Task Demo_HostStalls_ExactlyOneVmServesAndClientsLoseNothing(string stall)
+    {
+        // The demo fails (ok=false, exit 1) if both VMs serve afterwards (split brain) or none does.
+        var report = await RunDemoAsync("--duration", "16", "--kill-primary-at", "8", "--kill", stall, "--bench-requests", "500");
+        Assert.True(report.GetProperty("ok").GetBoolean(), "demo reported ok=false");
+        var redis = report.GetProperty("redis");
+        Assert.Equal(0, redis.GetProperty("errors").GetInt64());
+        Assert.True(redis.GetProperty("continuous").GetBoolean());
+        Assert.Equal(0, redis.GetProperty("reconnects").GetInt64());
+    }
+
     private async Task<JsonElement> RunDemoAsync(params string[] args)
     {
         string json = Path.Combine(Path.GetTempPath(), $"colo-demo-test-{Guid.NewGuid():N}.json");
@@ -85,6 +99,16 @@ public sealed class DemoEndToEndTests
 public sealed class DemoFactAttribute : FactAttribute
 {
     public DemoFactAttribute()
+    {
+        if (!DemoEnvironment.Ready(out string? why))
+            Skip = why;
+    }
+}
+
+/// <summary>A theory skipped (with the reason) unless root, QEMU and redis-benchmark are available.</summary>
+public sealed class DemoTheoryAttribute : TheoryAttribute
+{
+    public DemoTheoryAttribute()
     {
         if (!DemoEnvironment.Ready(out string? why))
             Skip = why;
