@@ -52,6 +52,21 @@ internal static class DemoCommand
                 Console.Error.WriteLine("colo demo: --duration must be at least 5 s");
                 return 64;
             }
+            string? bad = options switch
+            {
+                { MemoryMiB: < 128 or > 16384 } => "--memory-mib must be 128..16384 (the guest needs at least 128 MiB)",
+                { CompareTimeoutMs: < 10 or > 600_000 } => "--compare-timeout-ms must be 10..600000",
+                { MaxEpochMs: < 0 } => "--max-epoch-ms must be >= 0",
+                { BenchRequests: < 1 } => "--bench-requests must be >= 1",
+                { BenchClients: < 1 or > 1000 } => "--bench-clients must be 1..1000",
+                _ when double.IsNaN(options.KillAtS) || double.IsInfinity(options.KillAtS) => "--kill-primary-at must be a number of seconds",
+                _ => null,
+            };
+            if (bad != null)
+            {
+                Console.Error.WriteLine("colo demo: " + bad);
+                return 64;
+            }
             if (options.KillAtS >= options.DurationS)
             {
                 Console.Error.WriteLine("colo demo: --kill-primary-at must be less than --duration (negative: never kill)");

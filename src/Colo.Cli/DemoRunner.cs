@@ -24,7 +24,7 @@ internal sealed class DemoRunner
     public async Task<int> RunAsync(CancellationToken ct)
     {
         var image = await new GuestImageBuilder(GuestImageBuilder.DefaultCacheRoot, _loggers.CreateLogger("image")).EnsureAsync(Lifetime.Token);
-        DemoTopology.CleanupStale(_log);
+        StaleRunSweeper.Sweep(_log);
         await using var topo = await DemoTopology.CreateAsync(_loggers.CreateLogger("topology"), null, ct);
         string runDir = Path.Combine("/tmp", $"colo-demo-{topo.Tag}");
         string ramPrefix = $"colo-{topo.Tag}";

@@ -351,6 +351,19 @@ public sealed partial class DemoTopology : IAsyncDisposable, IDisposable
         return false;
     }
 
+    /// <summary>
+    /// True when a live demo holds the lock of <paramref name="tag"/> (4 hex digits). Used to sweep what a crashed
+    /// run left behind (RAM files, orphaned processes) without touching a run in progress.
+    /// </summary>
+    public static bool IsTagInUse(string tag)
+    {
+        var probe = new DemoTopology(tag, NullLogger.Instance, DefaultCommandTimeout);
+        if (!probe.TryAcquireLock())
+            return true;
+        probe.ReleaseLock();
+        return false;
+    }
+
     private bool TryAcquireLock()
     {
         try

@@ -297,6 +297,29 @@ public sealed class LinkConnection : IAsyncDisposable
         return default;
     }
 
+    /// <summary>
+    /// The send direction failed (typically: the peer closed or reset the connection). Further sends fail at once,
+    /// but the receive loop goes on reading what the peer sent before (a <c>Goodbye</c> may be waiting in the socket
+    /// buffer and must not be lost); the link closes when that loop ends, or after <see cref="DrainTimeout"/>.
+    /// </summary>
+    private void SendBroken(string reason)
+    {
+        if (Interlocked.CompareExchange(ref _sendBrokenReason, reason, null) is not null || IsClosed)
+        {
+            return;
+        }
+
+        _ = Task.Delay(DrainTimeout).ContinueWith(
+            static (_, state) => { var c = (LinkConnection)state!; c.CloseCore(c._sendBrokenReason!, abnormal: true); },
+            this,
+            TaskScheduler.Default);
+    }
+
+    /// <summary>How long the receive loop may drain after the send direction failed (1 s).</summary>
+    public static readonly TimeSpan DrainTimeout = TimeSpan.FromSeconds(1);
+
+    private string? _sendBrokenReason;
+
     private void CloseCore(string reason, bool abnormal)
     {
         if (Interlocked.CompareExchange(ref _closeReason, reason, null) is not null)
@@ -333,7 +356,7 @@ public sealed class LinkConnection : IAsyncDisposable
         await _sendLock.WaitAsync(ct).ConfigureAwait(false);
         try
         {
-            string? reason = CloseReason;
+            string? reason = CloseReason ?? Volatile.Read(ref _sendBrokenReason);
             if (reason is not null)
             {
                 LinkClosedException.Throw(reason);
@@ -355,8 +378,8 @@ public sealed class LinkConnection : IAsyncDisposable
         }
         catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException)
         {
-            CloseCore("send failed: " + ex.Message, abnormal: true);
-            LinkClosedException.Throw(CloseReason!, ex);
+            SendBroken("send failed: " + ex.Message);
+            LinkClosedException.Throw(CloseReason ?? _sendBrokenReason!, ex);
         }
         finally
         {

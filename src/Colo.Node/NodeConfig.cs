@@ -100,10 +100,10 @@ public sealed record NodeConfig
         }
         catch (JsonException e)
         {
-            throw new InvalidDataException($"config {path}: {e.Message}", e);
+            throw new InvalidDataException($"config: {e.Message} (in {path})", e);
         }
         if (cfg is null)
-            throw new InvalidDataException($"config {path}: empty");
+            throw new InvalidDataException($"config: {path} is empty");
         cfg.Validate();
         return cfg;
     }
@@ -120,12 +120,23 @@ public sealed record NodeConfig
             if (!ok)
                 throw new InvalidDataException("config: " + message);
         }
+        foreach (var (key, value) in new[]
+        {
+            ("vm_name", VmName), ("run_directory", RunDirectory), ("kernel_path", KernelPath), ("initrd_path", InitrdPath),
+            ("kernel_cmdline", KernelCmdline), ("guest_mac", GuestMac), ("guest_ip", GuestIp), ("link_address", LinkAddress),
+            ("tap_name", TapName), ("ram_directory", RamDirectory), ("ram_file_prefix", RamFilePrefix), ("ready_marker", ReadyMarker),
+        })
+        {
+            Check(!string.IsNullOrWhiteSpace(value), key + " must be set");
+        }
         Check(!string.IsNullOrWhiteSpace(VmName) && VmName.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_'), "vm_name must be letters, digits, '-' or '_'");
         Check(MemoryMiB is >= 16 and <= 65536, "memory_mib must be 16..65536");
         Check(File.Exists(KernelPath), $"kernel_path {KernelPath} does not exist");
         Check(File.Exists(InitrdPath), $"initrd_path {InitrdPath} does not exist");
-        Check(GuestMac is { Length: 17 } && System.Net.NetworkInformation.PhysicalAddress.TryParse(GuestMac.Replace(':', '-'), out var mac)
-            && (mac.GetAddressBytes()[0] & 1) == 0, "guest_mac must be a unicast MAC address like 52:54:00:12:34:56");
+        Check(System.Text.RegularExpressions.Regex.IsMatch(GuestMac, "^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+            && System.Net.NetworkInformation.PhysicalAddress.TryParse(GuestMac.Replace(':', '-'), out var mac)
+            && (mac.GetAddressBytes()[0] & 1) == 0 && mac.GetAddressBytes().Any(b => b != 0),
+            "guest_mac must be a unicast, non-zero MAC address like 52:54:00:12:34:56");
         Check(IPAddress.TryParse(GuestIp, out var ip) && ip.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork, "guest_ip must be an IPv4 address");
         Check(IPAddress.TryParse(LinkAddress, out _), "link_address must be an IP address");
         Check(LinkPort is > 0 and < 65536, "link_port must be 1..65535");

@@ -55,7 +55,7 @@ public sealed class NodeConfigTests : IDisposable
 
     [Theory]
     [InlineData("{\"vm_name\": ", "config")]
-    [InlineData("null", "empty")]
+    [InlineData("null", "is empty")]
     public void Load_MalformedJson_ThrowsInvalidData(string text, string expected)
     {
         string path = Path.Combine(_dir, "bad.json");
@@ -70,6 +70,10 @@ public sealed class NodeConfigTests : IDisposable
         Assert.Contains("guest_mac", Assert.Throws<InvalidDataException>(() => (Valid() with { GuestMac = "nope" }).Validate()).Message);
         Assert.Contains("guest_mac", Assert.Throws<InvalidDataException>(() => (Valid() with { GuestMac = "52:54" }).Validate()).Message);
         Assert.Contains("guest_mac", Assert.Throws<InvalidDataException>(() => (Valid() with { GuestMac = "01:00:5e:00:00:01" }).Validate()).Message);
+        Assert.Contains("guest_mac", Assert.Throws<InvalidDataException>(() => (Valid() with { GuestMac = "52-54-00-c0-10-01" }).Validate()).Message);
+        Assert.Contains("guest_mac", Assert.Throws<InvalidDataException>(() => (Valid() with { GuestMac = "00:00:00:00:00:00" }).Validate()).Message);
+        Assert.Contains("tap_name", Assert.Throws<InvalidDataException>(() => (Valid() with { TapName = null! }).Validate()).Message);
+        Assert.Contains("run_directory", Assert.Throws<InvalidDataException>(() => (Valid() with { RunDirectory = "" }).Validate()).Message);
         Assert.Contains("guest_ip", Assert.Throws<InvalidDataException>(() => (Valid() with { GuestIp = "::1" }).Validate()).Message);
         Assert.Contains("heartbeat_timeout_ms", Assert.Throws<InvalidDataException>(() => (Valid() with { HeartbeatTimeoutMs = 50 }).Validate()).Message);
         Assert.Contains("kernel_path", Assert.Throws<InvalidDataException>(() => (Valid() with { KernelPath = "/nonexistent" }).Validate()).Message);

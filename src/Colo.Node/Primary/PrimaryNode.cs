@@ -34,6 +34,7 @@ public sealed class PrimaryNode
     private volatile bool _protected;
     private readonly TaskCompletionSource<string> _fenced = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private QemuProcess? _pvm;
+    private volatile bool _stopping;
     private int _secondaryLost;
 
     /// <summary>Creates the daemon; nothing starts until <see cref="RunAsync"/>.</summary>
@@ -77,7 +78,8 @@ public sealed class PrimaryNode
 
             await using var link = _link = await LinkConnection.ConnectAsync(_cfg.LinkEndPoint, TimeSpan.FromMilliseconds(_cfg.LinkWaitMs), _loggers.CreateLogger("link"), ct);
             await link.SendAsync(MessageType.Hello, 0, LinkHello.Encode(new LinkHello("primary", _cfg.VmName, _cfg.MemoryBytes, VmSpecs.ConfigHash(_cfg))), ct);
-            var receive = Task.Run(() => link.RunReceiveLoopAsync(OnMessageAsync, ct), ct);
+            // Not tied to ct: on a stop the goodbye must still go out before the link closes.
+            var receive = Task.Run(() => link.RunReceiveLoopAsync(OnMessageAsync, CancellationToken.None));
             await using var heartbeat = _heartbeat = new HeartbeatMonitor(
                 TimeSpan.FromMilliseconds(_cfg.HeartbeatIntervalMs), TimeSpan.FromMilliseconds(_cfg.HeartbeatTimeoutMs),
                 c => link.SendAsync(MessageType.Heartbeat, proxy.Epoch, ReadOnlyMemory<byte>.Empty, c),
@@ -87,7 +89,7 @@ public sealed class PrimaryNode
 
             var checkpointer = new CheckpointSender(pvm, ram, link, _cfg, _log);
             var sw = Stopwatch.StartNew();
-            if (await RunCheckpointAsync(checkpointer, full: true, reason: null, ct))
+            if (await RunCheckpointAsync(checkpointer, full: true, reason: null, ct) && Volatile.Read(ref _secondaryLost) == 0 && !_fenced.Task.IsCompleted)
             {
                 _status.InitialSyncMs = sw.Elapsed.TotalMilliseconds;
                 _protected = true;
@@ -99,6 +101,7 @@ public sealed class PrimaryNode
             var scheduler = Task.Run(() => ScheduleAsync(checkpointer, ct), ct);
             var statusLoop = Task.Run(() => _reporter.RunAsync(ct), ct);
             await Task.WhenAny(pvm.Exited, proxy.PvmClosed, _fenced.Task, Task.Delay(Timeout.Infinite, ct));
+            _stopping = true; // from here on a lost secondary changes nothing (no release to the TAP, no status change)
             if (_fenced.Task.IsCompleted)
             {
                 pvm.Kill();
@@ -202,7 +205,8 @@ public sealed class PrimaryNode
         Volatile.Write(ref _loaded, null);
         if (result.Error != null)
         {
-            SecondaryLost("checkpoint failed: " + result.Error);
+            // Through the grace period: the failure may be the secondary having taken over (its Fence is on the link).
+            await PeerSilentAsync("checkpoint failed: " + result.Error);
             return false;
         }
         if (!full)
@@ -295,7 +299,7 @@ public sealed class PrimaryNode
 
     private void SecondaryLost(string reason)
     {
-        if (_fenced.Task.IsCompleted || Interlocked.Exchange(ref _secondaryLost, 1) != 0)
+        if (_stopping || _fenced.Task.IsCompleted || Interlocked.Exchange(ref _secondaryLost, 1) != 0)
             return;
         _log.LogWarning("secondary lost ({Reason}): releasing held output and running unprotected", reason);
         _protected = false;

@@ -39,8 +39,10 @@ public sealed class SecondaryNode
     private ulong _epoch;
     private ulong _receiving;
     private Task _commit = Task.CompletedTask;
-    private int _primaryLost;
-    private volatile bool _fenced;
+    // 0 = undecided, 1 = taking over (primary lost), 2 = fenced (the primary carries on). Set once, atomically.
+    private int _decision;
+    private const int TakingOver = 1;
+    private const int Fenced = 2;
     private CancellationToken _ct;
 
     /// <summary>Creates the daemon; nothing starts until <see cref="RunAsync"/>.</summary>
@@ -62,6 +64,8 @@ public sealed class SecondaryNode
         WriteStatus();
         try
         {
+            if (!Directory.Exists($"/sys/class/net/{_cfg.TapName}"))
+                throw new IOException($"TAP device {_cfg.TapName} does not exist on this host; failover would fail (create it: ip tuntap add dev {_cfg.TapName} mode tap, and bridge it to the client network)");
             using var ram = _ram = GuestRam.Open(_ramPath, _cfg.MemoryBytes);
             using var cache = _cache = new MemoryCache(_cfg.MemoryBytes);
             using var proxy = _proxy = new SecondaryProxy(_loggers.CreateLogger("proxy"));
@@ -80,7 +84,8 @@ public sealed class SecondaryNode
             heartbeat.Start();
             _status.State = "syncing";
             WriteStatus();
-            var receive = Task.Run(() => link.RunReceiveLoopAsync(OnMessageAsync, ct), ct);
+            // Not tied to ct: on a stop the goodbye must still go out before the link closes.
+            var receive = Task.Run(() => link.RunReceiveLoopAsync(OnMessageAsync, CancellationToken.None));
             _ = link.Closed.ContinueWith(_ => PeerSilentAsync("link closed: " + link.CloseReason), TaskScheduler.Default);
             var statusLoop = Task.Run(() => _reporter.RunAsync(ct), ct);
             try
@@ -89,9 +94,16 @@ public sealed class SecondaryNode
             }
             catch (OperationCanceledException) when (ct.IsCancellationRequested)
             {
-                if (!proxy.FailedOver)
+                if (!proxy.FailedOver && Volatile.Read(ref _decision) == 0)
                     await Farewell.SendAndCloseAsync(link, FarewellKind.Survive, "secondary stopping", _epoch, _log);
                 throw;
+            }
+            finally
+            {
+                // The memory cache is freed when this scope ends: nothing may still be writing pages into it.
+                link.Close("secondary stopping");
+                await receive.WaitAsync(TimeSpan.FromSeconds(10)).ContinueWith(_ => { }, TaskScheduler.Default);
+                await _commit.WaitAsync(TimeSpan.FromSeconds(30)).ContinueWith(_ => { }, TaskScheduler.Default);
             }
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
@@ -102,7 +114,10 @@ public sealed class SecondaryNode
         }
         catch (Exception e)
         {
-            _log.LogError(e, "secondary failed");
+            if (e is IOException or TimeoutException or System.Net.Sockets.SocketException)
+                _log.LogError("secondary failed: {Error}", e.Message);
+            else
+                _log.LogError(e, "secondary failed");
             _status.State = "error";
             _status.Error = e.Message;
             WriteStatus();
@@ -221,7 +236,12 @@ public sealed class SecondaryNode
             case MessageType.Goodbye:
                 var (kind, why) = Farewell.Decode(payload);
                 if (kind == FarewellKind.Fence)
-                    _ = Task.Run(() => FenceAsync("the primary continues without this secondary: " + why));
+                {
+                    if (Interlocked.CompareExchange(ref _decision, Fenced, 0) == 0)
+                        _ = Task.Run(() => FenceAsync("the primary continues without this secondary: " + why));
+                    else
+                        _log.LogWarning("the primary asked this secondary to stop, but it is already taking over ({Why})", why);
+                }
                 else
                     PrimaryLost("primary said goodbye: " + why);
                 break;
@@ -250,7 +270,7 @@ public sealed class SecondaryNode
             _receiving = 0;
             // "Loaded" goes out before the new SVM runs, so on the link it precedes every frame of the new epoch.
             var link = _link;
-            if (link != null && Volatile.Read(ref _primaryLost) == 0)
+            if (link != null && Volatile.Read(ref _decision) == 0)
             {
                 try
                 {
@@ -320,16 +340,14 @@ public sealed class SecondaryNode
     private async Task PeerSilentAsync(string reason)
     {
         await Task.Delay(TimeSpan.FromMilliseconds(150));
-        if (!_fenced)
+        if (Volatile.Read(ref _decision) == 0)
             PrimaryLost(reason);
     }
 
     /// <summary>The primary carries on alone: stop the SVM and the standby, never take over.</summary>
     private async Task FenceAsync(string reason)
     {
-        if (Volatile.Read(ref _primaryLost) != 0)
-            return; // already taking over; the primary will be fenced by our goodbye
-        _fenced = true;
+        // The decision is taken by the caller (Interlocked) before this runs.
         _log.LogError("fenced ({Reason}): stopping the SVM", reason);
         _link?.Close(reason);
         await _commit.WaitAsync(TimeSpan.FromSeconds(30)).ContinueWith(_ => { }, TaskScheduler.Default);
@@ -344,7 +362,7 @@ public sealed class SecondaryNode
 
     private void PrimaryLost(string reason)
     {
-        if (_fenced || Interlocked.Exchange(ref _primaryLost, 1) != 0)
+        if (Interlocked.CompareExchange(ref _decision, TakingOver, 0) != 0)
             return;
         long at = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
         _log.LogWarning("primary lost ({Reason}); failing over", reason);
@@ -367,8 +385,16 @@ public sealed class SecondaryNode
                 if (_receiving != 0)
                     _log.LogWarning("discarding partial checkpoint {Epoch}", _receiving);
                 _receiving = 0;
-                // Tell a primary that is only stalled to stop its PVM (it reads this when it runs again).
-                await Farewell.SendAndCloseAsync(_link, FarewellKind.Fence, "the secondary took over", _epoch, _log);
+                if (_active != null)
+                {
+                    // Tell a primary that is only stalled to stop its PVM (it reads this when it runs again).
+                    await Farewell.SendAndCloseAsync(_link, FarewellKind.Fence, "the secondary took over", _epoch, _log);
+                }
+                else
+                {
+                    // Nothing to take over with: a primary that is still there must carry on.
+                    await Farewell.SendAndCloseAsync(_link, FarewellKind.Survive, "the secondary has no synchronised SVM", _epoch, _log);
+                }
                 if (_active == null)
                 {
                     _status.State = "error";
