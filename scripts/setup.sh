@@ -4,6 +4,7 @@
 set -euo pipefail
 need=()
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+command -v qemu-img >/dev/null || need+=(qemu-utils)
 command -v redis-benchmark >/dev/null || need+=(redis-tools)
 command -v ip >/dev/null || need+=(iproute2)
 command -v cpio >/dev/null || need+=(cpio)
