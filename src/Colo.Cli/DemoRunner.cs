@@ -120,11 +120,7 @@ internal sealed class DemoRunner
                     if (ChildProcess.Signal(secondary.Pid, 9))
                     {
                         killedAtUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
-                        foreach (int pid in new[] { secBefore?.VmPid ?? 0, secBefore?.StandbyPid ?? 0 })
-                        {
-                            if (pid > 0 && IsQemu(pid))
-                                ChildProcess.Signal(pid, 9);
-                        }
+                        KillQemus(secBefore);
                         _log.LogWarning("SIGKILLed the secondary daemon (pid {Pid}) and its QEMUs at {S:F1} s", secondary.Pid, _o.KillAtS);
                     }
                 }
@@ -228,11 +224,7 @@ internal sealed class DemoRunner
                 if (cfg == null)
                     continue;
                 var st = NodeStatus.TryRead(Path.Combine(cfg.RunDirectory, "status.json"));
-                foreach (int pid in new[] { st?.VmPid ?? 0, st?.StandbyPid ?? 0 })
-                {
-                    if (pid > 0 && IsQemu(pid))
-                        ChildProcess.Signal(pid, 9);
-                }
+                KillQemus(st);
             }
             foreach (var f in Directory.EnumerateFiles("/dev/shm", ramPrefix + "-*"))
                 File.Delete(f);
@@ -240,6 +232,16 @@ internal sealed class DemoRunner
                 Directory.Delete(runDir, true);
             else
                 _log.LogInformation("logs kept in {Dir}", runDir);
+        }
+    }
+
+    /// <summary>SIGKILLs the QEMUs a daemon reported (VM and standby), by PID, if they are still QEMUs.</summary>
+    private static void KillQemus(NodeStatus? status)
+    {
+        foreach (int pid in new[] { status?.VmPid ?? 0, status?.StandbyPid ?? 0 })
+        {
+            if (pid > 0 && IsQemu(pid))
+                ChildProcess.Signal(pid, 9);
         }
     }
 

@@ -24,6 +24,12 @@ public enum FarewellKind : byte
 /// </summary>
 public static class Farewell
 {
+    /// <summary>
+    /// Grace between noticing a silent peer (heartbeat timeout, link closed, failed checkpoint) and acting on it:
+    /// 150 ms, time for a <c>Goodbye(Fence)</c> already on the link to be read first.
+    /// </summary>
+    public static readonly TimeSpan PeerLostGrace = TimeSpan.FromMilliseconds(150);
+
     /// <summary>Encodes a goodbye.</summary>
     public static byte[] Encode(FarewellKind kind, string reason)
     {

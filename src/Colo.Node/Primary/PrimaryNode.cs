@@ -289,13 +289,10 @@ public sealed class PrimaryNode
     /// </summary>
     private async Task PeerSilentAsync(string reason)
     {
-        await Task.Delay(PeerLostGrace);
+        await Task.Delay(Farewell.PeerLostGrace);
         if (!_fenced.Task.IsCompleted)
             SecondaryLost(reason);
     }
-
-    /// <summary>Grace between noticing a silent peer and acting on it (150 ms).</summary>
-    internal static readonly TimeSpan PeerLostGrace = TimeSpan.FromMilliseconds(150);
 
     private void SecondaryLost(string reason)
     {

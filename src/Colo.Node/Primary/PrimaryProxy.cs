@@ -45,8 +45,7 @@ internal sealed class PrimaryProxy : ICompareSink, IDisposable
 
     public void Start()
     {
-        _tapThread = new Thread(TapLoop) { IsBackground = true, Name = "colo-tap-in" };
-        _tapThread.Start();
+        _tapThread = TapPump.Start(_tap, _stop.Token, _log, OnClientFrame);
         _pvmTask = Task.Run(PvmLoopAsync);
         _tickTask = Task.Run(TickLoopAsync);
     }
@@ -109,45 +108,28 @@ internal sealed class PrimaryProxy : ICompareSink, IDisposable
 
     void ICompareSink.RequestCheckpoint(CheckpointReason reason) => _requestCheckpoint(reason);
 
-    private void TapLoop()
+    private void OnClientFrame(Memory<byte> frame)
     {
-        var buffer = new byte[65536];
-        while (!_stop.IsCancellationRequested)
+        try
         {
-            int n;
+            _pvm.WriteFrame(frame.Span);
+        }
+        catch (Exception e) when (e is IOException or ObjectDisposedException or System.Net.Sockets.SocketException)
+        {
+            _log.LogDebug("PVM write failed: {Error}", e.Message);
+        }
+        var link = _link;
+        if (link != null)
+        {
             try
             {
-                n = _tap.Read(buffer);
+                var send = link.SendAsync(MessageType.ClientFrame, Epoch, frame);
+                if (!send.IsCompletedSuccessfully)
+                    send.AsTask().GetAwaiter().GetResult();
             }
-            catch (Exception e) when (e is IOException or ObjectDisposedException)
+            catch (Exception e)
             {
-                if (!_stop.IsCancellationRequested)
-                    _log.LogWarning("TAP read stopped: {Error}", e.Message);
-                return;
-            }
-            if (n <= 0)
-                return;
-            try
-            {
-                _pvm.WriteFrame(buffer.AsSpan(0, n));
-            }
-            catch (Exception e) when (e is IOException or ObjectDisposedException or System.Net.Sockets.SocketException)
-            {
-                _log.LogDebug("PVM write failed: {Error}", e.Message);
-            }
-            var link = _link;
-            if (link != null)
-            {
-                try
-                {
-                    var send = link.SendAsync(MessageType.ClientFrame, Epoch, buffer.AsMemory(0, n));
-                    if (!send.IsCompletedSuccessfully)
-                        send.AsTask().GetAwaiter().GetResult();
-                }
-                catch (Exception e)
-                {
-                    _log.LogDebug("mirroring a client frame failed: {Error}", e.Message);
-                }
+                _log.LogDebug("mirroring a client frame failed: {Error}", e.Message);
             }
         }
     }

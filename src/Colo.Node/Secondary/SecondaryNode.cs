@@ -339,7 +339,7 @@ public sealed class SecondaryNode
     /// </summary>
     private async Task PeerSilentAsync(string reason)
     {
-        await Task.Delay(TimeSpan.FromMilliseconds(150));
+        await Task.Delay(Farewell.PeerLostGrace);
         if (Volatile.Read(ref _decision) == 0)
             PrimaryLost(reason);
     }

@@ -154,8 +154,7 @@ internal sealed class SecondaryProxy : IDisposable
             for (int i = 0; i < 3; i++)
                 WriteTap(announcement);
         }
-        var thread = new Thread(TapLoop) { IsBackground = true, Name = "colo-tap-in" };
-        thread.Start();
+        TapPump.Start(tap, _stop.Token, _log, OnTapFrame);
     }
 
     public Dictionary<string, long> Counters()
@@ -173,29 +172,12 @@ internal sealed class SecondaryProxy : IDisposable
         }
     }
 
-    private void TapLoop()
+    private void OnTapFrame(Memory<byte> frame)
     {
-        var buffer = new byte[65536];
-        while (!_stop.IsCancellationRequested)
+        lock (_lock)
         {
-            int n;
-            try
-            {
-                n = _tap!.Read(buffer);
-            }
-            catch (Exception e) when (e is IOException or ObjectDisposedException)
-            {
-                if (!_stop.IsCancellationRequested)
-                    _log.LogWarning("TAP read stopped: {Error}", e.Message);
-                return;
-            }
-            if (n <= 0)
-                return;
-            lock (_lock)
-            {
-                _clientFrames++;
-                Deliver(buffer.AsSpan(0, n));
-            }
+            _clientFrames++;
+            Deliver(frame.Span);
         }
     }
 
