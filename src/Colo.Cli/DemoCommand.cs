@@ -62,6 +62,8 @@ internal static class DemoCommand
                 _ when double.IsNaN(options.KillAtS) || double.IsInfinity(options.KillAtS) => "--kill-primary-at must be a number of seconds",
                 _ => null,
             };
+            if (bad == null && options.JsonPath is { } jp && !Directory.Exists(Path.GetDirectoryName(Path.GetFullPath(jp))))
+                bad = $"--json {jp}: directory does not exist";
             if (bad != null)
             {
                 Console.Error.WriteLine("colo demo: " + bad);

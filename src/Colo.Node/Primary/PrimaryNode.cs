@@ -271,7 +271,7 @@ public sealed class PrimaryNode
             case MessageType.Goodbye:
                 var (kind, why) = Farewell.Decode(payload);
                 if (kind == FarewellKind.Fence)
-                    Fence("the secondary took over: " + why);
+                    Fence("goodbye from the secondary: " + why);
                 else
                     SecondaryLost("secondary said goodbye: " + why);
                 break;
