@@ -11,6 +11,7 @@ command -v cpio >/dev/null || need+=(cpio)
 command -v xz >/dev/null || need+=(xz-utils)
 command -v zstd >/dev/null || need+=(zstd)
 command -v dpkg-deb >/dev/null || need+=(dpkg)
+[ -x /usr/sbin/mkfs.ext4 ] && [ -x /usr/sbin/e2fsck ] || need+=(e2fsprogs)
 if ((${#need[@]})); then
   if [ "$(id -u)" != 0 ]; then
     echo "colo: missing packages (${need[*]}); run as root or install them" >&2

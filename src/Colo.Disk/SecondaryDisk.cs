@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Diagnostics.CodeAnalysis;
 using Colo.Disk.Internal;
+using Colo.Nbd;
 
 namespace Colo.Disk;
 
@@ -102,6 +103,9 @@ public sealed class SecondaryDisk : IBlockDevice, IDisposable
             throw;
         }
     }
+
+    /// <summary>Always false: the SVM writes into the overlay.</summary>
+    public bool IsReadOnly => false;
 
     /// <summary>Size of the disk in bytes (the base image's).</summary>
     public long Size { get; }

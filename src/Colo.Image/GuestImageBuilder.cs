@@ -34,7 +34,7 @@ public sealed class GuestImageBuilder
     public const string DefaultCacheRoot = "/var/cache/colo/image";
 
     /// <summary>Version of the builder and of the guest's init design; part of the inputs hash.</summary>
-    public const string BuilderVersion = "colo-image/1";
+    public const string BuilderVersion = "colo-image/2";
 
     /// <summary>Debian meta-package whose dependency names the concrete kernel package.</summary>
     public const string KernelMetaPackage = "linux-image-cloud-amd64";

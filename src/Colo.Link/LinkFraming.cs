@@ -26,7 +26,7 @@ public static class LinkFraming
     public const int MaxPayloadLength = 16 * 1024 * 1024;
 
     private const byte MinType = (byte)MessageType.Hello;
-    private const byte MaxType = (byte)MessageType.CheckpointAbort;
+    private const byte MaxType = (byte)MessageType.DiskWrites;
 
     /// <summary>Whether <paramref name="type"/> is a message type of this protocol version.</summary>
     /// <param name="type">The value to check.</param>

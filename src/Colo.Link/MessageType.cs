@@ -35,4 +35,16 @@ public enum MessageType : byte
 
     /// <summary>The checkpoint in progress is abandoned; the secondary discards what it received of it.</summary>
     CheckpointAbort = 11,
+
+    /// <summary>Start of the initial disk sync: payload = disk size in bytes (u64 big-endian). The secondary (re)creates its base image of that size, all zeroes.</summary>
+    DiskSyncBegin = 12,
+
+    /// <summary>Initial disk sync data: payload = byte offset (u64 big-endian) followed by the bytes at that offset (ranges not sent stay zero).</summary>
+    DiskSyncData = 13,
+
+    /// <summary>End of the initial disk sync: payload = bytes of data sent (u64 big-endian). The first checkpoint follows.</summary>
+    DiskSyncEnd = 14,
+
+    /// <summary>Guest disk writes of the PVM in order, as records with epoch barriers (format: docs/DISK.md).</summary>
+    DiskWrites = 15,
 }

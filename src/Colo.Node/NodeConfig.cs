@@ -74,6 +74,23 @@ public sealed record NodeConfig
     /// <summary>Prefix of every file this daemon creates in <see cref="RamDirectory"/>.</summary>
     public string RamFilePrefix { get; init; } = "colo";
 
+    /// <summary>
+    /// Guest disk (raw image), optional. Primary: the PVM's disk, must exist; it is served to the PVM by this daemon's
+    /// NBD server and every write is forwarded to the secondary. Secondary: the replica's base image; created or
+    /// overwritten (to the primary's size) by the initial sync. Both daemons must agree on having a disk or not.
+    /// Null: the VM has no disk.
+    /// </summary>
+    public string? DiskImage { get; init; }
+
+    /// <summary>Secondary: memory for the PVM write buffer before it spills to a file, MiB (default 64).</summary>
+    public int DiskBufferMemoryMib { get; init; } = 64;
+
+    /// <summary>Secondary: memory for the SVM write overlay before it spills to a file, MiB (default 64).</summary>
+    public int DiskOverlayMemoryMib { get; init; } = 64;
+
+    /// <summary>Primary: bytes of forwarded writes queued for the link before guest writes wait, MiB (default 64).</summary>
+    public int DiskForwardQueueMib { get; init; } = 64;
+
     /// <summary>Guest RAM size in bytes.</summary>
     [JsonIgnore]
     public long MemoryBytes => (long)MemoryMiB * 1024 * 1024;
@@ -145,5 +162,9 @@ public sealed record NodeConfig
         Check(HeartbeatIntervalMs > 0 && HeartbeatTimeoutMs > HeartbeatIntervalMs, "heartbeat_timeout_ms must exceed heartbeat_interval_ms > 0");
         Check(CheckpointTimeoutMs > 0 && LinkWaitMs > 0 && GuestReadyTimeoutMs > 0, "timeouts must be positive");
         Check(TapName.Length is > 0 and <= 15, "tap_name must be 1..15 characters");
+        Check(DiskImage is null || (DiskImage.Length > 0 && Path.IsPathRooted(DiskImage) && !DiskImage.Contains(',')), "disk_image must be an absolute path without ','");
+        Check(DiskBufferMemoryMib is >= 0 and <= 65536, "disk_buffer_memory_mib must be 0..65536");
+        Check(DiskOverlayMemoryMib is >= 0 and <= 65536, "disk_overlay_memory_mib must be 0..65536");
+        Check(DiskForwardQueueMib is >= 8 and <= 65536, "disk_forward_queue_mib must be 8..65536");
     }
 }

@@ -53,6 +53,9 @@ public sealed class NodeStatus
     /// <summary>Proxy counters (compare engine on the primary, rewriter on the secondary).</summary>
     public Dictionary<string, long> Counters { get; set; } = new();
 
+    /// <summary>Disk replication figures; null when the VM has no disk.</summary>
+    public DiskStatus? Disk { get; set; }
+
     /// <summary>Last error, if the daemon stopped because of one.</summary>
     public string? Error { get; set; }
 

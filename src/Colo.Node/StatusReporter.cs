@@ -22,10 +22,14 @@ internal sealed class StatusReporter
 
     public NodeStatus Status { get; }
 
+    /// <summary>Called before every write to refresh figures kept elsewhere (e.g. disk sizes).</summary>
+    public Action? BeforeWrite { get; set; }
+
     public void Write()
     {
         try
         {
+            BeforeWrite?.Invoke();
             if (_counters() is { } c)
                 Status.Counters = c;
             Status.Write(_path);

@@ -8,7 +8,8 @@ public static class QemuCommandLine
     /// <summary>
     /// Returns the argument list (without the executable) for <paramref name="spec"/>:
     /// <c>-accel</c>, q35 machine with RAM in a shared file backend, one vCPU, no default devices, serial console to
-    /// a file, optional kernel/initrd/cmdline, a virtio-net NIC on a <c>-netdev stream</c> unix socket client,
+    /// a file, optional kernel/initrd/cmdline, a virtio-net NIC on a <c>-netdev stream</c> unix socket client (or user-mode net),
+    /// an optional virtio-blk disk (NBD over a unix socket, or a raw file),
     /// QMP on a unix socket, <see cref="VmSpec.ExtraArgs"/>, then <c>-incoming defer</c> when requested.
     /// </summary>
     /// <remarks>Two specs that differ only in paths and <see cref="VmSpec.IncomingDefer"/> yield the same device
@@ -54,12 +55,37 @@ public static class QemuCommandLine
         }
 
         a.Add("-netdev");
-        a.Add($"stream,id=n0,server=off,addr.type=unix,addr.path={spec.NetSocketPath}");
+        if (spec.UserNetwork is null)
+        {
+            a.Add($"stream,id=n0,server=off,addr.type=unix,addr.path={spec.NetSocketPath}");
+        }
+        else
+        {
+            var fwd = string.Concat(spec.HostForwards.Select(f => $",hostfwd=tcp:127.0.0.1:{f.HostPort}-{f.GuestIp}:{f.GuestPort}"));
+            a.Add($"user,id=n0,restrict=on,net={spec.UserNetwork}{fwd}");
+        }
         a.Add("-device");
         // guest_announce=off: after a checkpoint load QEMU would otherwise ask the SVM guest to send gratuitous ARPs
         // that the PVM never sends (SVM-only output, a forced checkpoint each time). The secondary drops QEMU's own
         // RARP self-announce instead.
         a.Add($"virtio-net-pci,netdev=n0,mac={spec.MacAddress.ToLowerInvariant()},romfile=,guest_announce=off");
+        if (spec.DiskNbdSocketPath is not null)
+        {
+            a.Add("-blockdev");
+            a.Add($"driver=nbd,node-name=disk0,server.type=unix,server.path={spec.DiskNbdSocketPath},export={spec.DiskExportName}");
+        }
+        else if (spec.DiskFilePath is not null)
+        {
+            a.Add("-blockdev");
+            a.Add($"driver=raw,node-name=disk0,file.driver=file,file.filename={spec.DiskFilePath}");
+        }
+
+        if (spec.DiskNbdSocketPath is not null || spec.DiskFilePath is not null)
+        {
+            a.Add("-device");
+            a.Add("virtio-blk-pci,drive=disk0,romfile=");
+        }
+
         a.Add("-qmp");
         a.Add($"unix:{spec.QmpSocketPath},server=on,wait=off");
         a.AddRange(spec.ExtraArgs);

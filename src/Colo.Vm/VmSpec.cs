@@ -70,6 +70,34 @@ public sealed partial record VmSpec
     public string QemuBinary { get; init; } = "qemu-system-x86_64";
 
     /// <summary>
+    /// Guest disk served by an NBD server on this unix socket (export <see cref="DiskExportName"/>), attached as
+    /// <c>-blockdev driver=nbd,...</c> + <c>-device virtio-blk-pci</c> (the guest's <c>/dev/vda</c>). Null (default): no
+    /// disk unless <see cref="DiskFilePath"/> is set. At most one of the two may be set.
+    /// </summary>
+    public string? DiskNbdSocketPath { get; init; }
+
+    /// <summary>NBD export name used with <see cref="DiskNbdSocketPath"/>. Default <c>disk</c>.</summary>
+    public string DiskExportName { get; init; } = "disk";
+
+    /// <summary>
+    /// Guest disk as a local raw image file (<c>-blockdev driver=file</c> + <c>raw</c>), for an unprotected VM (e.g. the
+    /// cold boot of a surviving image). Null (default): none.
+    /// </summary>
+    public string? DiskFilePath { get; init; }
+
+    /// <summary>
+    /// When set, the NIC uses QEMU's user-mode network (slirp, <c>restrict=on</c>: the guest reaches nothing outside)
+    /// instead of <see cref="NetSocketPath"/>, with this network (e.g. <c>198.18.0.0/24</c>) and the forwards in
+    /// <see cref="HostForwards"/>. For unprotected VMs only (checks, tools); never for PVM or SVM.
+    /// </summary>
+    public string? UserNetwork { get; init; }
+
+    /// <summary>
+    /// With <see cref="UserNetwork"/>: TCP forwards <c>127.0.0.1:HostPort</c> → <c>GuestIp:GuestPort</c>. Default empty.
+    /// </summary>
+    public IReadOnlyList<(int HostPort, string GuestIp, int GuestPort)> HostForwards { get; init; } = [];
+
+    /// <summary>
     /// Extra arguments appended verbatim after the generated ones and before <c>-incoming</c> (e.g. NBD disks).
     /// Default empty. They are part of the device configuration and must match between PVM and SVM.
     /// </summary>
@@ -114,6 +142,37 @@ public sealed partial record VmSpec
 
         CheckPath(RamFilePath, nameof(RamFilePath), socket: false);
         CheckPath(NetSocketPath, nameof(NetSocketPath), socket: true);
+        if (DiskNbdSocketPath is not null)
+        {
+            CheckPath(DiskNbdSocketPath, nameof(DiskNbdSocketPath), socket: true);
+            if (DiskFilePath is not null)
+            {
+                throw new ArgumentException("VmSpec.DiskNbdSocketPath and DiskFilePath are exclusive.", nameof(DiskFilePath));
+            }
+
+            if (string.IsNullOrEmpty(DiskExportName) || DiskExportName.Contains(',', StringComparison.Ordinal))
+            {
+                throw new ArgumentException($"VmSpec.DiskExportName '{DiskExportName}' must be non-empty without ','.", nameof(DiskExportName));
+            }
+        }
+
+        if (DiskFilePath is not null)
+        {
+            CheckPath(DiskFilePath, nameof(DiskFilePath), socket: false);
+        }
+
+        if (UserNetwork is not null && !UserNetRegex().IsMatch(UserNetwork))
+        {
+            throw new ArgumentException($"VmSpec.UserNetwork '{UserNetwork}' must look like 198.18.0.0/24.", nameof(UserNetwork));
+        }
+
+        foreach (var (hostPort, guestIp, guestPort) in HostForwards ?? [])
+        {
+            if (UserNetwork is null || hostPort is < 1 or > 65535 || guestPort is < 1 or > 65535 || !IpRegex().IsMatch(guestIp ?? ""))
+            {
+                throw new ArgumentException($"VmSpec.HostForwards entry {hostPort}->{guestIp}:{guestPort} is invalid (needs UserNetwork, ports 1-65535, an IPv4 guest address).", nameof(HostForwards));
+            }
+        }
         CheckPath(QmpSocketPath, nameof(QmpSocketPath), socket: true);
         CheckPath(ConsoleLogPath, nameof(ConsoleLogPath), socket: false);
 
@@ -183,6 +242,12 @@ public sealed partial record VmSpec
             throw new ArgumentException($"VmSpec.{field} '{path}' is longer than {MaxUnixSocketPathBytes} bytes (unix socket limit).", field);
         }
     }
+
+    [GeneratedRegex(@"^(\d{1,3}\.){3}\d{1,3}/\d{1,2}$")]
+    private static partial Regex UserNetRegex();
+
+    [GeneratedRegex(@"^(\d{1,3}\.){3}\d{1,3}$")]
+    private static partial Regex IpRegex();
 
     [GeneratedRegex("^[A-Za-z0-9_.-]{1,64}$")]
     private static partial Regex NameRegex();

@@ -119,7 +119,7 @@ public sealed class FramingTests
 
     [Theory]
     [InlineData(0)]
-    [InlineData(12)]
+    [InlineData(16)]
     [InlineData(255)]
     public void TryReadMessage_UnknownType_Throws(byte type)
     {
@@ -227,7 +227,7 @@ public sealed class FramingTests
         Assert.Throws<ArgumentOutOfRangeException>(() => LinkFraming.WriteHeader(header, MessageType.Hello, 0, -1));
         Assert.Throws<ArgumentOutOfRangeException>(() => LinkFraming.WriteHeader(header, MessageType.Hello, 0, LinkFraming.MaxPayloadLength + 1));
         Assert.Throws<ArgumentOutOfRangeException>(() => LinkFraming.WriteHeader(header, (MessageType)0, 0, 0));
-        Assert.Throws<ArgumentOutOfRangeException>(() => LinkFraming.WriteHeader(header, (MessageType)12, 0, 0));
+        Assert.Throws<ArgumentOutOfRangeException>(() => LinkFraming.WriteHeader(header, (MessageType)16, 0, 0));
         Assert.Throws<ArgumentException>(() => LinkFraming.WriteHeader(new byte[15], MessageType.Hello, 0, 0));
     }
 }

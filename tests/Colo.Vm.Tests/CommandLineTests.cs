@@ -128,4 +128,39 @@ public sealed class CommandLineTests
             Assert.Equal(Accelerator.Tcg, AcceleratorProbe.Detect());
         }
     }
+
+    [Fact]
+    public void Build_NbdDisk_AddsBlockdevAndVirtioBlk()
+    {
+        var argv = QemuCommandLine.Build(Sample() with { DiskNbdSocketPath = "/run/colo/pvm-disk.sock" });
+        int i = argv.ToList().IndexOf("-blockdev");
+        Assert.Equal("driver=nbd,node-name=disk0,server.type=unix,server.path=/run/colo/pvm-disk.sock,export=disk", argv[i + 1]);
+        Assert.Equal("-device", argv[i + 2]);
+        Assert.Equal("virtio-blk-pci,drive=disk0,romfile=", argv[i + 3]);
+    }
+
+    [Fact]
+    public void Build_FileDiskAndUserNet_ForAnUnprotectedVm()
+    {
+        var argv = QemuCommandLine.Build(Sample() with
+        {
+            DiskFilePath = "/var/lib/colo/disk.img",
+            UserNetwork = "198.18.0.0/24",
+            HostForwards = [(16379, "198.18.0.10", 6379)],
+        }).ToList();
+        Assert.Contains("driver=raw,node-name=disk0,file.driver=file,file.filename=/var/lib/colo/disk.img", argv);
+        Assert.Contains("user,id=n0,restrict=on,net=198.18.0.0/24,hostfwd=tcp:127.0.0.1:16379-198.18.0.10:6379", argv);
+        Assert.DoesNotContain(argv, a => a.StartsWith("stream,", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void Validate_RejectsBadDiskAndNetOptions()
+    {
+        Assert.Throws<ArgumentException>(() => (Sample() with { DiskNbdSocketPath = "/a.sock", DiskFilePath = "/b.img" }).Validate());
+        Assert.Throws<ArgumentException>(() => (Sample() with { DiskFilePath = "relative.img" }).Validate());
+        Assert.Throws<ArgumentException>(() => (Sample() with { DiskNbdSocketPath = "/a,b.sock" }).Validate());
+        Assert.Throws<ArgumentException>(() => (Sample() with { UserNetwork = "not-a-net" }).Validate());
+        Assert.Throws<ArgumentException>(() => (Sample() with { HostForwards = [(80, "10.0.0.1", 80)] }).Validate());
+        Assert.Throws<ArgumentException>(() => (Sample() with { UserNetwork = "10.0.0.0/24", HostForwards = [(0, "10.0.0.1", 80)] }).Validate());
+    }
 }

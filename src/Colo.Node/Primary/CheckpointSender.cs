@@ -13,8 +13,8 @@ internal readonly record struct CheckpointResult(int Pages, int DeviceStateBytes
 
 /// <summary>
 /// The checkpoint transaction on the primary, top to bottom as the protocol (cf. QEMU
-/// migration/colo.c): stop the PVM, announce the epoch, ship changed pages, capture and ship the
-/// device state, end, wait for the secondary's "loaded", commit the compare engine, resume.
+/// migration/colo.c): stop the PVM, announce the epoch, mark the disk barrier, ship changed pages, capture and ship the
+/// device state, wait until the disk writes up to the barrier are on the link, end, wait for the secondary's "loaded", commit the compare engine, resume.
 /// One exit path: the PVM is resumed whatever happens. Pages of a failed shipment are marked
 /// dirty again so the next (full) synchronisation cannot miss them.
 /// </summary>
@@ -23,6 +23,7 @@ internal sealed class CheckpointSender
     private readonly QemuProcess _pvm;
     private readonly GuestRam _ram;
     private readonly LinkConnection _link;
+    private readonly PrimaryDisk? _disk;
     private readonly NodeConfig _cfg;
     private readonly ILogger _log;
     private readonly PageTracker _tracker;
@@ -30,8 +31,9 @@ internal sealed class CheckpointSender
     private readonly byte[] _batch = new byte[PageBatch.PagesPerBatch * PageBatch.RecordSize];
     private readonly ArrayBufferWriter<byte> _deviceState = new(1 << 20);
 
-    public CheckpointSender(QemuProcess pvm, GuestRam ram, LinkConnection link, NodeConfig cfg, ILogger log)
+    public CheckpointSender(QemuProcess pvm, GuestRam ram, LinkConnection link, PrimaryDisk? disk, NodeConfig cfg, ILogger log)
     {
+        _disk = disk;
         _pvm = pvm;
         _ram = ram;
         _link = link;
@@ -57,6 +59,8 @@ internal sealed class CheckpointSender
             await _pvm.StopAsync();
             stopped = true;
             await _link.SendAsync(MessageType.CheckpointBegin, epoch, ReadOnlyMemory<byte>.Empty, ct);
+            // The PVM is stopped, so QEMU has drained its disk I/O: every write of this epoch is in the stream.
+            _disk?.MarkBarrier(epoch);
 
             pages = _tracker.Scan(_ram, _changed, all: full);
             for (int i = 0; i < pages; i += PageBatch.PagesPerBatch)
@@ -78,6 +82,8 @@ internal sealed class CheckpointSender
             for (int off = 0; off < state.Length; off += chunk)
                 await _link.SendAsync(MessageType.CheckpointDeviceState, epoch, state.Slice(off, Math.Min(chunk, state.Length - off)), ct);
 
+            if (_disk != null)
+                await _disk.WaitBarrierSentAsync(epoch, TimeSpan.FromMilliseconds(_cfg.CheckpointTimeoutMs), ct);
             byte[] end = new byte[8];
             BinaryPrimitives.WriteInt32BigEndian(end, pages);
             BinaryPrimitives.WriteInt32BigEndian(end.AsSpan(4), state.Length);

@@ -34,6 +34,7 @@ public sealed class PrimaryNode
     private volatile bool _protected;
     private readonly TaskCompletionSource<string> _fenced = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private QemuProcess? _pvm;
+    private PrimaryDisk? _disk;
     private volatile bool _stopping;
     private int _secondaryLost;
 
@@ -43,7 +44,7 @@ public sealed class PrimaryNode
         _cfg = config;
         _loggers = loggers;
         _log = loggers.CreateLogger("primary");
-        _reporter = new StatusReporter(_status, config.RunDirectory, () => _proxy?.Counters(), _log);
+        _reporter = new StatusReporter(_status, config.RunDirectory, () => _proxy?.Counters(), _log) { BeforeWrite = RefreshDiskStatus };
     }
 
     /// <summary>Runs until cancelled or the PVM dies.</summary>
@@ -59,7 +60,12 @@ public sealed class PrimaryNode
             var tap = TapDevice.Open(_cfg.TapName); // fails early, before any VM runs, when the TAP is missing
             using var ram = GuestRam.Open(ramPath, _cfg.MemoryBytes);
             using var netListener = new NetdevStreamListener(Path.Combine(_cfg.RunDirectory, "pvm-net.sock"));
-            var spec = VmSpecs.For(_cfg, "pvm", ramPath, incoming: false);
+            // The disk is served before QEMU starts: its NBD client connects at start-up.
+            await using var disk = _disk = _cfg.DiskImage is null ? null
+                : PrimaryDisk.Start(_cfg.DiskImage, VmSpecs.DiskSocket(_cfg, "pvm")!, (long)_cfg.DiskForwardQueueMib << 20, _loggers);
+            if (disk != null)
+                _status.Disk = new DiskStatus { SizeBytes = disk.Size };
+            var spec = VmSpecs.For(_cfg, "pvm", ramPath, incoming: false, VmSpecs.DiskSocket(_cfg, "pvm"));
             await using var pvm = await QemuProcess.StartAsync(spec, _loggers.CreateLogger("pvm"), TimeSpan.FromSeconds(30), ct);
             _status.VmPid = pvm.Pid;
             _status.State = "booting";
@@ -87,8 +93,10 @@ public sealed class PrimaryNode
             heartbeat.Start();
             _ = link.Closed.ContinueWith(_ => PeerSilentAsync("link closed: " + link.CloseReason), TaskScheduler.Default);
 
-            var checkpointer = new CheckpointSender(pvm, ram, link, _cfg, _log);
+            var checkpointer = new CheckpointSender(pvm, ram, link, disk, _cfg, _log);
             var sw = Stopwatch.StartNew();
+            if (disk != null)
+                await disk.InitialSyncAsync(link, _status.Disk!, ct);
             if (await RunCheckpointAsync(checkpointer, full: true, reason: null, ct) && Volatile.Read(ref _secondaryLost) == 0 && !_fenced.Task.IsCompleted)
             {
                 _status.InitialSyncMs = sw.Elapsed.TotalMilliseconds;
@@ -300,6 +308,7 @@ public sealed class PrimaryNode
             return;
         _log.LogWarning("secondary lost ({Reason}): releasing held output and running unprotected", reason);
         _protected = false;
+        _disk?.StopReplication();
         _heartbeat?.PeerLost(reason);
         // Tell the secondary (if it is only stalled) to stop its SVM before anything is released.
         var link = _link;
@@ -347,6 +356,12 @@ public sealed class PrimaryNode
     }
 
     private void WriteStatus() => _reporter.Write();
+
+    private void RefreshDiskStatus()
+    {
+        if (_status.Disk is { } d)
+            _disk?.Report(d);
+    }
 
     private static void TryDelete(string path)
     {

@@ -33,6 +33,7 @@ public sealed class SecondaryNode
     private MemoryCache? _cache;
     private LinkConnection? _link;
     private HeartbeatMonitor? _heartbeat;
+    private ReplicaDisk? _disk;
     private SvmInstance? _active;
     private Task<SvmInstance>? _standby;
     private int _generation;
@@ -51,7 +52,7 @@ public sealed class SecondaryNode
         _cfg = config;
         _loggers = loggers;
         _log = loggers.CreateLogger("secondary");
-        _reporter = new StatusReporter(_status, config.RunDirectory, () => _proxy?.Counters(), _log);
+        _reporter = new StatusReporter(_status, config.RunDirectory, () => _proxy?.Counters(), _log) { BeforeWrite = RefreshDiskStatus };
         _ramPath = Path.Combine(config.RamDirectory, $"{config.RamFilePrefix}-{config.VmName}-svm.ram");
     }
 
@@ -69,7 +70,12 @@ public sealed class SecondaryNode
             using var ram = _ram = GuestRam.Open(_ramPath, _cfg.MemoryBytes);
             using var cache = _cache = new MemoryCache(_cfg.MemoryBytes);
             using var proxy = _proxy = new SecondaryProxy(_loggers.CreateLogger("proxy"));
-            _standby = StartStandby();
+            await using var disk = _disk = _cfg.DiskImage is null ? null : new ReplicaDisk(_cfg, VmSpecs.DiskSocket(_cfg, "svm")!, _loggers);
+            // With a disk the standby starts when the disk sync begins: its NBD client needs the export (and its size) at start-up.
+            if (disk == null)
+                _standby = StartStandby();
+            else
+                _status.Disk = new DiskStatus();
             _status.State = "waiting";
             WriteStatus();
             using var listener = new LinkListener(_cfg.LinkEndPoint, _loggers.CreateLogger("link"));
@@ -104,6 +110,8 @@ public sealed class SecondaryNode
                 link.Close("secondary stopping");
                 await receive.WaitAsync(TimeSpan.FromSeconds(10)).ContinueWith(_ => { }, TaskScheduler.Default);
                 await _commit.WaitAsync(TimeSpan.FromSeconds(30)).ContinueWith(_ => { }, TaskScheduler.Default);
+                // The SVMs go before the disk they use is closed.
+                await StopVmsAsync();
             }
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
@@ -190,7 +198,15 @@ public sealed class SecondaryNode
             case MessageType.ClientFrame:
                 _proxy!.OnClientFrame(payload);
                 break;
+            case MessageType.DiskSyncBegin or MessageType.DiskSyncData or MessageType.DiskSyncEnd or MessageType.DiskWrites:
+                OnDiskMessage(type, payload);
+                break;
             case MessageType.CheckpointBegin:
+                if (_disk != null && !_disk.Synced)
+                {
+                    _link?.Close($"checkpoint {epoch} announced before the disk sync ended");
+                    break;
+                }
                 if (epoch != _epoch + 1 || _receiving != 0)
                 {
                     _link?.Close($"checkpoint {epoch} announced while at epoch {_epoch} (receiving {_receiving})");
@@ -252,6 +268,40 @@ public sealed class SecondaryNode
         return ValueTask.CompletedTask;
     }
 
+    private void OnDiskMessage(MessageType type, ReadOnlySequence<byte> payload)
+    {
+        var disk = _disk;
+        if (disk == null)
+        {
+            _link?.Close($"disk message {type} but this secondary has no disk_image configured");
+            return;
+        }
+        try
+        {
+            switch (type)
+            {
+                case MessageType.DiskSyncBegin:
+                    disk.BeginSync(payload);
+                    _standby = StartStandby();
+                    break;
+                case MessageType.DiskSyncData:
+                    disk.SyncData(payload);
+                    break;
+                case MessageType.DiskSyncEnd:
+                    disk.EndSync(payload);
+                    WriteStatus();
+                    break;
+                default:
+                    disk.Receive(payload);
+                    break;
+            }
+        }
+        catch (Exception e) when (e is InvalidDataException or IOException or ArgumentException or InvalidOperationException)
+        {
+            _link?.Close($"disk: {e.Message}");
+        }
+    }
+
     private async Task CommitAsync(ulong epoch)
     {
         await _commitLock.WaitAsync();
@@ -261,6 +311,8 @@ public sealed class SecondaryNode
             var standby = await _standby!.WaitAsync(TimeSpan.FromSeconds(30));
             if (_active != null)
                 await _active.Qemu.StopAsync();
+            // The old SVM is stopped (QEMU drained its disk I/O): drop its overlay, apply the PVM's writes up to the barrier.
+            _disk?.Commit(epoch);
             int written = _cache!.RestoreInto(_ram!);
             await standby.Qemu.LoadDeviceStateAsync(_deviceState.WrittenMemory, TimeSpan.FromSeconds(10), CancellationToken.None);
             var old = _active;
@@ -403,6 +455,8 @@ public sealed class SecondaryNode
                     _done.TrySetResult(3);
                     return;
                 }
+                // The SVM keeps its own disk writes since the last checkpoint; the PVM's later writes are dropped.
+                _disk?.Failover();
                 var tap = TapDevice.Open(_cfg.TapName);
                 var garp = new byte[GratuitousArp.FrameLength];
                 GratuitousArp.Build(garp, PhysicalAddress.Parse(_cfg.GuestMac.Replace(':', '-')), IPAddress.Parse(_cfg.GuestIp));
@@ -444,4 +498,10 @@ public sealed class SecondaryNode
     }
 
     private void WriteStatus() => _reporter.Write();
+
+    private void RefreshDiskStatus()
+    {
+        if (_status.Disk is { } d)
+            _disk?.Report(d);
+    }
 }

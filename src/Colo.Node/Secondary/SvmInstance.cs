@@ -28,7 +28,7 @@ internal sealed class SvmInstance : IAsyncDisposable
     public static async Task<SvmInstance> StartStandbyAsync(NodeConfig cfg, int generation, string ramPath, ILoggerFactory loggers, CancellationToken ct)
     {
         string tag = "svm" + generation;
-        var spec = VmSpecs.For(cfg, tag, ramPath, incoming: true);
+        var spec = VmSpecs.For(cfg, tag, ramPath, incoming: true, VmSpecs.DiskSocket(cfg, "svm"));
         var listener = new NetdevStreamListener(spec.NetSocketPath);
         QemuProcess? qemu = null;
         try
