@@ -163,6 +163,7 @@ public sealed record NodeConfig
         Check(CheckpointTimeoutMs > 0 && LinkWaitMs > 0 && GuestReadyTimeoutMs > 0, "timeouts must be positive");
         Check(TapName.Length is > 0 and <= 15, "tap_name must be 1..15 characters");
         Check(DiskImage is null || (DiskImage.Length > 0 && Path.IsPathRooted(DiskImage) && !DiskImage.Contains(',')), "disk_image must be an absolute path without ','");
+        Check(DiskImage is null || Directory.Exists(Path.GetDirectoryName(DiskImage)), $"disk_image {DiskImage}: its directory does not exist");
         Check(DiskBufferMemoryMib is >= 0 and <= 65536, "disk_buffer_memory_mib must be 0..65536");
         Check(DiskOverlayMemoryMib is >= 0 and <= 65536, "disk_overlay_memory_mib must be 0..65536");
         Check(DiskForwardQueueMib is >= 8 and <= 65536, "disk_forward_queue_mib must be 8..65536");

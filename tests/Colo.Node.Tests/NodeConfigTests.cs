@@ -136,4 +136,27 @@ public sealed class NodeConfigTests : IDisposable
         Assert.Equal([12.5], back.PauseMs);
         Assert.Null(NodeStatus.TryRead(Path.Combine(_dir, "missing.json")));
     }
+
+    [Theory]
+    [InlineData("relative/disk.img", "disk_image must be an absolute path")]
+    [InlineData("/a,b/disk.img", "disk_image must be an absolute path")]
+    [InlineData("/no/such/dir/disk.img", "its directory does not exist")]
+    public void Validate_BadDiskImage_NamesTheKey(string path, string message)
+    {
+        var e = Assert.Throws<InvalidDataException>(() => (Valid() with { DiskImage = path }).Validate());
+        Assert.Contains(message, e.Message);
+    }
+
+    [Fact]
+    public void Load_DiskKeys_RoundTrip()
+    {
+        var cfg = Valid() with { DiskImage = Path.Combine(_dir, "disk.img"), DiskBufferMemoryMib = 0, DiskOverlayMemoryMib = 8, DiskForwardQueueMib = 16 };
+        string path = Path.Combine(_dir, "d.json");
+        cfg.Save(path);
+        Assert.Contains("\"disk_image\": ", File.ReadAllText(path));
+        Assert.Contains("\"disk_forward_queue_mib\": 16", File.ReadAllText(path));
+        Assert.Equal(cfg, NodeConfig.Load(path));
+        Assert.Throws<InvalidDataException>(() => (cfg with { DiskForwardQueueMib = 1 }).Validate());
+        Assert.Throws<InvalidDataException>(() => (cfg with { DiskBufferMemoryMib = -1 }).Validate());
+    }
 }
