@@ -24,6 +24,13 @@ internal static class DaemonCommands
             var cfg = LoadConfig(pr.GetValue(config)!);
             if (cfg == null)
                 return 64;
+            if (cfg.DiskImage is { } disk && !File.Exists(disk))
+            {
+                Console.Error.WriteLine(Directory.Exists(disk)
+                    ? $"colo: config: disk_image {disk} is a directory, not a raw image"
+                    : $"colo: config: disk_image {disk} does not exist (the primary's disk must exist; make one with: colo disk create {disk})");
+                return 64;
+            }
             return await new PrimaryNode(cfg, loggers).RunAsync(Lifetime.Token);
         });
         return cmd;

@@ -14,7 +14,8 @@ internal static class DiskCommand
     {
         var path = new Argument<string>("path") { Description = "Raw image file" };
         var size = new Option<int>("--size-mib") { Description = "Size in MiB", DefaultValueFactory = _ => DataDisk.DefaultSizeMiB };
-        var create = new Command("create", "Create a raw image with an empty ext4 file system (label colodata), as the guest mounts on /data.") { path, size };
+        var force = new Option<bool>("--force") { Description = "Replace an existing file" };
+        var create = new Command("create", "Create a raw image with an empty ext4 file system (label colodata), as the guest mounts on /data. Refuses to replace an existing file without --force.") { path, size, force };
         create.SetAction(async (pr, _) =>
         {
             int mib = pr.GetValue(size);
@@ -22,6 +23,11 @@ internal static class DiskCommand
             {
                 Console.Error.WriteLine("colo disk create: --size-mib must be 16..1048576");
                 return 64;
+            }
+            if ((File.Exists(pr.GetValue(path)) || Directory.Exists(pr.GetValue(path))) && !pr.GetValue(force))
+            {
+                Console.Error.WriteLine($"colo disk create: {pr.GetValue(path)} exists (use --force to replace it)");
+                return 1;
             }
             return await RunAsync("create", async () =>
             {
@@ -47,11 +53,17 @@ internal static class DiskCommand
         }));
 
         var image = new Argument<string>("path") { Description = "Raw image holding an ext4 file system (not in use)" };
-        var check = new Command("check", "Check the ext4 file system in a raw image without changing it (journal replayed on a copy, then e2fsck -fn). Exit 0 clean, 1 not clean.") { image };
-        check.SetAction(async (pr, _) => await RunAsync("check", async () =>
+        var check = new Command("check", "Check the ext4 file system in a raw image without changing it (journal replayed on a copy, then e2fsck -fn). Exit 0 clean, 1 not clean, 2 could not check.") { image };
+        check.SetAction(async (pr, _) => await RunAsync("check", errorCode: 2, action: async () =>
         {
             string p = Path.GetFullPath(pr.GetValue(image)!);
-            var r = await DataDisk.CheckAsync(p, p + ".fsck-scratch", Lifetime.Token);
+            if (!File.Exists(p))
+            {
+                Console.Error.WriteLine($"colo disk check: {p} is not a file");
+                return 2;
+            }
+            string scratch = Path.Combine(Path.GetDirectoryName(p)!, $".{Path.GetFileName(p)}.fsck-{Environment.ProcessId}");
+            var r = await DataDisk.CheckAsync(p, scratch, Lifetime.Token);
             Console.WriteLine(r.Output.TrimEnd());
             Console.WriteLine(r.Clean ? $"clean{(r.JournalReplayed ? " (journal replayed)" : "")}" : $"NOT clean (e2fsck exit {r.ExitCode})");
             return r.Clean ? 0 : 1;
@@ -65,7 +77,7 @@ internal static class DiskCommand
         return 0;
     });
 
-    private static async Task<int> RunAsync(string name, Func<Task<int>> action)
+    private static async Task<int> RunAsync(string name, Func<Task<int>> action, int errorCode = 1)
     {
         try
         {
@@ -74,7 +86,7 @@ internal static class DiskCommand
         catch (Exception e) when (e is ImageBuildException or QemuImgException or IOException or UnauthorizedAccessException)
         {
             Console.Error.WriteLine($"colo disk {name}: {e.Message}");
-            return 1;
+            return errorCode;
         }
     }
 }

@@ -42,6 +42,29 @@ public sealed class RawFileImage : IBaseImage, IDisposable
         return new RawFileImage(handle, size, path);
     }
 
+    /// <summary>
+    /// Opens <paramref name="path"/> (created when missing) under an exclusive advisory lock (flock, held while the image is
+    /// open) and only then empties it and sets its size, so an image another process holds exclusively (e.g. the primary's
+    /// own disk, when both daemons were pointed at one shared path) is refused untouched.
+    /// </summary>
+    /// <exception cref="IOException">The file is locked by another process, or cannot be created.</exception>
+    public static RawFileImage CreateExclusive(string path, long size)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(size);
+        SafeFileHandle handle = File.OpenHandle(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
+        try
+        {
+            RandomAccess.SetLength(handle, 0);
+            RandomAccess.SetLength(handle, size);
+            return new RawFileImage(handle, size, path);
+        }
+        catch
+        {
+            handle.Dispose();
+            throw;
+        }
+    }
+
     /// <summary>The image file's path.</summary>
     public string Path { get; }
 

@@ -51,12 +51,14 @@ public sealed class RawFileBlockDevice : IBlockDevice, IDisposable
     /// <param name="path">The image file.</param>
     /// <param name="readOnly">Open for reading only (the export is then read-only).</param>
     /// <param name="asyncIo">Run reads and writes on the thread pool instead of the calling thread (see remarks).</param>
-    /// <exception cref="IOException">The file cannot be opened.</exception>
-    public static RawFileBlockDevice Open(string path, bool readOnly = false, bool asyncIo = false)
+    /// <param name="exclusive">Take an exclusive advisory lock (flock) for as long as the device is open, so a second
+    /// exclusive opener (another daemon pointed at the same image) fails instead of corrupting it.</param>
+    /// <exception cref="IOException">The file cannot be opened, or (with <paramref name="exclusive"/>) it is open elsewhere.</exception>
+    public static RawFileBlockDevice Open(string path, bool readOnly = false, bool asyncIo = false, bool exclusive = false)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         SafeFileHandle handle = File.OpenHandle(
-            path, FileMode.Open, readOnly ? FileAccess.Read : FileAccess.ReadWrite, FileShare.ReadWrite);
+            path, FileMode.Open, readOnly ? FileAccess.Read : FileAccess.ReadWrite, exclusive ? FileShare.None : FileShare.ReadWrite);
         try
         {
             return new RawFileBlockDevice(handle, RandomAccess.GetLength(handle), readOnly, asyncIo, System.IO.Path.GetFullPath(path));

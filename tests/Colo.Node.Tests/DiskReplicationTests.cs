@@ -149,7 +149,9 @@ public sealed class DiskReplicationTests : IDisposable
         Assert.Equal(sent, status.SyncBytes);
 
         pair.Replica.Commit(1);
-        var expected = File.ReadAllBytes(image);
+        // The primary holds its image under an exclusive lock: read it through the device.
+        var expected = new byte[16 * Mib];
+        await pair.Primary.Device.ReadAsync(0, expected);
         var actual = new byte[expected.Length];
         await pair.Replica.Device!.ReadAsync(0, actual);
         Assert.True(expected.AsSpan().SequenceEqual(actual), "replica differs from the primary after commit");
@@ -171,7 +173,8 @@ public sealed class DiskReplicationTests : IDisposable
         await pair.Replica.Device!.WriteAsync(8192, new byte[] { 0xBB, 0xBB }, fua: false);
         byte[] before = new byte[2];
         await pair.Replica.Device.ReadAsync(0, before);
-        var original = File.ReadAllBytes(image).AsSpan(0, 2).ToArray(); // the primary image now has AA AA at 0
+        var original = new byte[2];
+        await pair.Primary.Device.ReadAsync(0, original); // the primary image now has AA AA at 0
         Assert.Equal(new byte[] { 0xAA, 0xAA }, original);
         await Task.Delay(200); // let the PVM write reach the buffer
 
@@ -225,5 +228,32 @@ public sealed class DiskReplicationTests : IDisposable
         Assert.Throws<InvalidDataException>(() => replica.EndSync(U64(5)));
         Assert.Throws<InvalidDataException>(() => replica.Commit(1));
         Assert.Throws<InvalidDataException>(() => replica.BeginSync(U64(1 << 20)));
+    }
+
+    [Fact]
+    public async Task OneImageForBothDaemons_TheSecondaryRefusesIt_AndLeavesItUntouched()
+    {
+        string image = MakeImage(2, 5);
+        byte[] before = File.ReadAllBytes(image);
+        await using var primary = PrimaryDisk.Start(image, Path.Combine(_dir, "p2.sock"), 4 * Mib, NullLoggerFactory.Instance);
+        Assert.Throws<IOException>(() => PrimaryDisk.Start(image, Path.Combine(_dir, "p3.sock"), 4 * Mib, NullLoggerFactory.Instance));
+        var cfg = new NodeConfig
+        {
+            VmName = "t",
+            RunDirectory = _dir,
+            KernelPath = "/k",
+            InitrdPath = "/i",
+            KernelCmdline = "c",
+            GuestMac = "52:54:00:00:00:01",
+            GuestIp = "10.0.0.1",
+            LinkAddress = "127.0.0.1",
+            DiskImage = image,
+        };
+        await using var replica = new ReplicaDisk(cfg, Path.Combine(_dir, "r2.sock"), NullLoggerFactory.Instance);
+        var size = new byte[8];
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt64BigEndian(size, 1 << 20);
+        Assert.ThrowsAny<IOException>(() => replica.BeginSync(new ReadOnlySequence<byte>(size)));
+        await primary.DisposeAsync(); // releases its lock
+        Assert.True(before.AsSpan().SequenceEqual(File.ReadAllBytes(image)), "the primary's image was changed");
     }
 }

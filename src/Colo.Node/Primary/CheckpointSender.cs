@@ -56,8 +56,9 @@ internal sealed class CheckpointSender
         bool stopped = false;
         try
         {
-            await _pvm.StopAsync();
+            // Marked before the call: a stop that times out may still take effect, and the PVM must then be resumed.
             stopped = true;
+            await _pvm.StopAsync();
             await _link.SendAsync(MessageType.CheckpointBegin, epoch, ReadOnlyMemory<byte>.Empty, ct);
             // The PVM is stopped, so QEMU has drained its disk I/O: every write of this epoch is in the stream.
             _disk?.MarkBarrier(epoch);

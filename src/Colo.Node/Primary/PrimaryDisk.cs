@@ -56,7 +56,15 @@ internal sealed class PrimaryDisk : IAsyncDisposable
     {
         if (!File.Exists(imagePath))
             throw new IOException($"disk_image {imagePath} does not exist");
-        var image = RawFileBlockDevice.Open(imagePath);
+        RawFileBlockDevice image;
+        try
+        {
+            image = RawFileBlockDevice.Open(imagePath, exclusive: true);
+        }
+        catch (IOException e)
+        {
+            throw new IOException($"disk_image {imagePath} cannot be opened exclusively (is another daemon using it?): {e.Message}", e);
+        }
         var disk = new PrimaryDisk(image, queueBytes, loggers.CreateLogger("disk"), loggers.CreateLogger("nbd"));
         try
         {
@@ -80,10 +88,12 @@ internal sealed class PrimaryDisk : IAsyncDisposable
     {
         var sw = Stopwatch.StartNew();
         await _device.StartForwardingAsync(ct);
-        _sender = Task.Run(() => SendLoopAsync(link, _senderStop.Token), CancellationToken.None);
         byte[] head = new byte[8];
         BinaryPrimitives.WriteUInt64BigEndian(head, (ulong)Size);
         await link.SendAsync(MessageType.DiskSyncBegin, 0, head, ct);
+        // Writes forwarded since forwarding started wait in the queue; the sender starts only after DiskSyncBegin is on
+        // the link, so the secondary never sees writes before the sync has begun.
+        _sender = Task.Run(() => SendLoopAsync(link, _senderStop.Token), CancellationToken.None);
         byte[] chunk = ArrayPool<byte>.Shared.Rent(SyncChunkBytes);
         long sent = 0;
         try

@@ -95,9 +95,22 @@ public sealed class PrimaryNode
 
             var checkpointer = new CheckpointSender(pvm, ram, link, disk, _cfg, _log);
             var sw = Stopwatch.StartNew();
+            bool diskSynced = true;
             if (disk != null)
-                await disk.InitialSyncAsync(link, _status.Disk!, ct);
-            if (await RunCheckpointAsync(checkpointer, full: true, reason: null, ct) && Volatile.Read(ref _secondaryLost) == 0 && !_fenced.Task.IsCompleted)
+            {
+                try
+                {
+                    await disk.InitialSyncAsync(link, _status.Disk!, ct);
+                }
+                catch (Exception e) when (e is LinkClosedException or IOException or TimeoutException or ObjectDisposedException)
+                {
+                    // The secondary went away (or refused the disk) during the copy: the PVM serves on, unprotected.
+                    diskSynced = false;
+                    _log.LogWarning("disk sync failed: {Error}", e.Message);
+                    await PeerSilentAsync("disk sync failed: " + e.Message);
+                }
+            }
+            if (diskSynced && await RunCheckpointAsync(checkpointer, full: true, reason: null, ct) && Volatile.Read(ref _secondaryLost) == 0 && !_fenced.Task.IsCompleted)
             {
                 _status.InitialSyncMs = sw.Elapsed.TotalMilliseconds;
                 heartbeat.Timeout = TimeSpan.FromMilliseconds(_cfg.HeartbeatTimeoutMs);
@@ -143,7 +156,7 @@ public sealed class PrimaryNode
         }
         catch (Exception e)
         {
-            if (e is IOException or TimeoutException or InvalidOperationException or QemuStartException)
+            if (e is IOException or TimeoutException or InvalidOperationException or QemuStartException or LinkClosedException)
                 _log.LogError("primary failed: {Error}", e.Message);
             else
                 _log.LogError(e, "primary failed");

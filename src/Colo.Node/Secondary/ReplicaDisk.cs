@@ -55,7 +55,7 @@ internal sealed class ReplicaDisk : IAsyncDisposable
         if (size <= 0 || size > (1L << 50))
             throw new InvalidDataException($"disk size {size} is out of range");
         _syncClock.Start();
-        _base = RawFileImage.Create(_cfg.DiskImage!, size);
+        _base = RawFileImage.CreateExclusive(_cfg.DiskImage!, size);
         _disk = new SecondaryDisk(_base, new SecondaryDiskOptions
         {
             BufferMemoryLimit = (long)_cfg.DiskBufferMemoryMib << 20,

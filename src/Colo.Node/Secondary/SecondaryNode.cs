@@ -308,6 +308,12 @@ public sealed class SecondaryNode
         var sw = Stopwatch.StartNew();
         try
         {
+            if (Volatile.Read(ref _decision) != 0)
+            {
+                // Failing over (or fenced) already: a checkpoint that ends now must not stop the SVM that serves.
+                _log.LogWarning("checkpoint {Epoch} ended after the decision to fail over or stop; not loaded", epoch);
+                return;
+            }
             var standby = await _standby!.WaitAsync(TimeSpan.FromSeconds(30));
             if (_active != null)
                 await _active.Qemu.StopAsync();
