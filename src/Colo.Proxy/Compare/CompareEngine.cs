@@ -56,6 +56,7 @@ public sealed class CompareEngine
             throw new ArgumentOutOfRangeException(nameof(options), "CompareTimeout must be positive.");
         }
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(options.MaxHeldBytes, "options.MaxHeldBytes");
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(options.MaxHeldBytesPerConnection, "options.MaxHeldBytesPerConnection");
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(options.MaxConnections, "options.MaxConnections");
         ArgumentOutOfRangeException.ThrowIfNegative(options.MaxOutOfOrderSegments, "options.MaxOutOfOrderSegments");
         _options = options;
@@ -200,6 +201,19 @@ public sealed class CompareEngine
         {
             return;
         }
+        try
+        {
+            Tick();
+        }
+        catch (Exception)
+        {
+            // Never let a bug stop the timeout checks; counted (InternalErrors) and the next tick runs again.
+            Counters.internalErrors++;
+        }
+    }
+
+    private void Tick()
+    {
         long now = _time.GetTimestamp();
         if (!_requested[(int)CheckpointReason.Timeout])
         {
@@ -308,7 +322,7 @@ public sealed class CompareEngine
             TcpConnection c = kv.Value;
             c.SvmOoo = default;
             c.SvmOooCount = 0;
-            SubHeld(c.Ahead.Clear());
+            SubHeld(c.Ahead.Clear(), c);
             RemovePending(c);
             long closedAt = c.ClosedAt;
             c.ResetCompareState();
@@ -415,7 +429,12 @@ public sealed class CompareEngine
         }
         else if ((fl & TcpFlags.Rst) != 0)
         {
+            if (c.SvmRst && c.SvmRstSeq != f.Seq)
+            {
+                Mismatch(c);
+            }
             c.PvmRst = true;
+            c.PvmRstSeq = f.Seq;
         }
         else
         {
@@ -453,7 +472,12 @@ public sealed class CompareEngine
         }
         else if (v.Has(TcpFlags.Rst))
         {
+            if (c.PvmRst && c.PvmRstSeq != v.Seq)
+            {
+                Mismatch(c);
+            }
             c.SvmRst = true;
+            c.SvmRstSeq = v.Seq;
         }
         else if (v.PayloadLength > 0 || v.Has(TcpFlags.Fin))
         {
@@ -550,11 +574,16 @@ public sealed class CompareEngine
             // Out of order: keep a copy (bounded) until the gap fills.
             if (c.SvmOooCount >= _options.MaxOutOfOrderSegments || Counters.heldBytes > 2 * _options.MaxHeldBytes)
             {
+                // The SVM's stream now has a gap it cannot fill: only a checkpoint brings the two sides together again.
                 Counters.svmDropped++;
+                if (!_requested[(int)CheckpointReason.QueueFull])
+                    LastCause = $"queue full: out-of-order SVM segment dropped on tcp {Describe(c.Key)}";
+                Request(CheckpointReason.QueueFull);
                 return;
             }
             HeldFrame o = RentFrame(frame, now);
             o.Owner = c;
+            AddConnHeld(c, o.Length);
             o.Seq = seq;
             o.Flags = fin ? TcpFlags.Fin : TcpFlags.None;
             o.PayloadOffset = OffsetOf(frame, payload);
@@ -646,8 +675,14 @@ public sealed class CompareEngine
                 Mismatch(c);
                 return;
             }
-            SubHeld(c.Ahead.Consume(n));
+            SubHeld(c.Ahead.Consume(n), c);
             Counters.matchedBytes += n;
+            if (pvm && n > 0)
+            {
+                // The PVM caught up with part of what the SVM sent ahead: that output is matched, so the compare timeout
+                // restarts for the rest (re-added at the tail of the pending list by UpdatePending).
+                RemovePending(c);
+            }
             mine += (uint)n;
             data = data.Slice(n);
         }
@@ -668,7 +703,7 @@ public sealed class CompareEngine
             Mismatch(c);
             return;
         }
-        AddHeld(c.Ahead.Append(data));
+        AddHeld(c.Ahead.Append(data), c);
         mine += (uint)data.Length;
     }
 
@@ -678,7 +713,7 @@ public sealed class CompareEngine
             LastCause = $"tcp mismatch on {Describe(c.Key)} (pvm end {c.PvmEnd}, svm end {c.SvmEnd}, pvm fin {c.PvmFinSet}, svm fin {c.SvmFinSet})";
         Counters.mismatches++;
         c.Diverged = true;
-        SubHeld(c.Ahead.Clear());
+        SubHeld(c.Ahead.Clear(), c);
         Request(CheckpointReason.Mismatch);
     }
 
@@ -734,7 +769,7 @@ public sealed class CompareEngine
         }
         if ((fl & TcpFlags.Rst) != 0)
         {
-            return c.SvmRst;
+            return c.SvmRst && c.SvmRstSeq == h.Seq;
         }
         if (c.Diverged)
         {
@@ -838,6 +873,7 @@ public sealed class CompareEngine
             }
         }
         c = _connPool.Count > 0 ? _connPool.Pop() : new TcpConnection();
+        c.HeldBytes = 0;
         c.Key = key;
         c.ResetAll();
         c.LastActivity = now;
@@ -849,7 +885,7 @@ public sealed class CompareEngine
     private void ResetConn(TcpConnection c)
     {
         FreeSvmOoo(c);
-        SubHeld(c.Ahead.Clear());
+        SubHeld(c.Ahead.Clear(), c);
         RemovePending(c);
         c.PvmOooCount = 0;
         c.ResetAll();
@@ -905,7 +941,7 @@ public sealed class CompareEngine
     {
         _conns.Remove(c.Key);
         FreeSvmOoo(c);
-        SubHeld(c.Ahead.Clear());
+        SubHeld(c.Ahead.Clear(), c);
         RemovePending(c);
         c.Held = default;
         _connPool.Push(c);
@@ -1060,6 +1096,10 @@ public sealed class CompareEngine
     {
         HeldFrame f = RentFrame(frame, now);
         f.Owner = owner;
+        if (owner is TcpConnection tc)
+        {
+            AddConnHeld(tc, f.Length);
+        }
         f.Ordinal = _nextOrdinal++;
         _pvmHeld.Add(f);
         Counters.heldFrames++;
@@ -1068,7 +1108,7 @@ public sealed class CompareEngine
 
     private void ReturnFrame(HeldFrame f)
     {
-        SubHeld(f.Length);
+        SubHeld(f.Length, f.Owner as TcpConnection);
         ArrayPool<byte>.Shared.Return(f.Buffer);
         f.Buffer = Array.Empty<byte>();
         f.Owner = null;
@@ -1124,7 +1164,7 @@ public sealed class CompareEngine
         foreach (KeyValuePair<ConnKey, TcpConnection> kv in _conns)
         {
             TcpConnection c = kv.Value;
-            SubHeld(c.Ahead.Clear());
+            SubHeld(c.Ahead.Clear(), c);
             c.Held = default;
             c.SvmOoo = default;
             c.SvmOooCount = 0;
@@ -1164,7 +1204,31 @@ public sealed class CompareEngine
         }
     }
 
-    private void SubHeld(long n) => Counters.heldBytes -= n;
+    private void SubHeld(long n, TcpConnection? c = null)
+    {
+        Counters.heldBytes -= n;
+        if (c is not null)
+        {
+            c.HeldBytes -= n;
+        }
+    }
+
+    private void AddHeld(long n, TcpConnection c)
+    {
+        AddHeld(n);
+        AddConnHeld(c, n);
+    }
+
+    /// <summary>Counts <paramref name="n"/> more bytes against <paramref name="c"/>'s own bound (the global count is kept by <see cref="AddHeld(long)"/>).</summary>
+    private void AddConnHeld(TcpConnection c, long n)
+    {
+        c.HeldBytes += n;
+        if (c.HeldBytes > _options.MaxHeldBytesPerConnection && !_requested[(int)CheckpointReason.QueueFull])
+        {
+            LastCause = $"queue full: tcp {Describe(c.Key)} holds {c.HeldBytes} bytes (limit {_options.MaxHeldBytesPerConnection})";
+            Request(CheckpointReason.QueueFull);
+        }
+    }
 
     private void Request(CheckpointReason reason)
     {

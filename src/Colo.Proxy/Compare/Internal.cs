@@ -283,6 +283,8 @@ internal sealed class TcpConnection
 
     public long LastActivity;
     public long ClosedAt;            // 0 = open
+    public long HeldBytes;           // this connection's share of the held bytes (frames + ahead-bytes capacity)
+    public uint PvmRstSeq, SvmRstSeq; // sequence number of each side's RST (valid when PvmRst / SvmRst)
 
     // PVM-side state snapshot taken by MarkCheckpoint.
     public long MarkSerial;
