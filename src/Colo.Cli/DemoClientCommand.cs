@@ -6,7 +6,8 @@ namespace Colo.Cli;
 
 /// <summary>
 /// <c>colo demo-client</c> (hidden): the demo's client workload, run by <c>colo demo</c> inside the
-/// client LAN namespace. Writes the result JSON to <c>--out</c>.
+/// client LAN namespace. Writes the result JSON to <c>--out</c>. With <c>--scenario disk</c> it runs the
+/// <see cref="DiskWorkload"/> instead (the benchmark options are ignored).
 /// </summary>
 internal static class DemoClientCommand
 {
@@ -19,14 +20,28 @@ internal static class DemoClientCommand
         var benchClients = new Option<int>("--bench-clients") { DefaultValueFactory = _ => 10 };
         var output = new Option<string>("--out") { Required = true, Description = "Result JSON path" };
         var events = new Option<string?>("--events") { Description = "Events JSON-lines path" };
+        var scenario = new Option<string>("--scenario") { DefaultValueFactory = _ => DemoReport.ServiceScenario, Description = "service: INCR, HTTP, redis-benchmark; disk: SET k<i> v<i> on one connection, then read every acknowledged key back" };
+        scenario.AcceptOnlyFromAmong(DemoReport.ServiceScenario, DemoReport.DiskScenarioName);
         var cmd = new Command("demo-client", "Client workload of the demo (Redis INCR on one connection, HTTP loop, redis-benchmark).")
         {
-            guestIp, duration, benchAt, benchRequests, benchClients, output, events,
+            guestIp, duration, benchAt, benchRequests, benchClients, output, events, scenario,
         };
         cmd.Hidden = true;
         cmd.SetAction(async (pr, _) =>
         {
             using var loggers = Logging.Create();
+            if (pr.GetValue(scenario) == DemoReport.DiskScenarioName)
+            {
+                var diskOptions = new DiskWorkloadOptions
+                {
+                    GuestIp = IPAddress.Parse(pr.GetValue(guestIp)!),
+                    Duration = TimeSpan.FromSeconds(pr.GetValue(duration)),
+                    ResultPath = pr.GetValue(output),
+                    EventsPath = pr.GetValue(events),
+                };
+                await new DiskWorkload(loggers.CreateLogger("disk-client")).RunAsync(diskOptions, Lifetime.Token);
+                return 0;
+            }
             double at = pr.GetValue(benchAt);
             var options = new ClientWorkloadOptions
             {

@@ -9,6 +9,8 @@ namespace Colo.Cli;
 /// <summary>
 /// <c>colo demo</c>: builds the namespace topology, protects the guest with a primary and a
 /// secondary daemon, runs the client workload, kills the primary's QEMU half-way and reports.
+/// <c>--scenario disk</c> instead checks that no acknowledged write is lost when the primary dies at a seeded
+/// random moment, then checks the surviving disk image (e2fsck, cold boot).
 /// </summary>
 internal static class DemoCommand
 {
@@ -26,17 +28,25 @@ internal static class DemoCommand
         var verbose = new Option<bool>("--verbose") { Description = "Debug logging in the daemons" };
         var kill = new Option<string>("--kill") { Description = "What fails at --kill-primary-at: primary (the PVM's QEMU is SIGKILLed), primary-host (the primary daemon and its QEMU are SIGKILLed), primary-hang (both are frozen with SIGSTOP: no goodbye, no TCP reset, only missing heartbeats), secondary (its daemon and QEMUs are SIGKILLed), or primary-stall / secondary-stall (that host is frozen for 1.5 s, then runs again: exactly one of the two VMs must serve afterwards)", DefaultValueFactory = _ => "primary" };
         kill.AcceptOnlyFromAmong("primary", "primary-host", "primary-hang", "secondary", "primary-stall", "secondary-stall");
+        var scenario = new Option<string>("--scenario") { Description = "service: Redis INCR, HTTP and redis-benchmark keep being served through the failure; disk: SET k<i> v<i> on one connection, the primary's QEMU is SIGKILLed at a seeded random moment, then every acknowledged key must be readable, the surviving disk must pass e2fsck and reload every key in a cold boot", DefaultValueFactory = _ => DemoReport.ServiceScenario };
+        scenario.AcceptOnlyFromAmong(DemoReport.ServiceScenario, DemoReport.DiskScenarioName);
+        var seed = new Option<int?>("--seed") { Description = "Disk scenario: seed of the kill moment, uniform in 20%..80% of --duration (default: random; printed and in the report)" };
         var cmd = new Command("demo", "End-to-end demo: Redis and HTTP keep serving through the primary's death.")
         {
-            duration, killAt, json, benchRequests, benchClients, compareTimeout, maxEpoch, memory, keep, verbose, kill,
+            duration, killAt, json, benchRequests, benchClients, compareTimeout, maxEpoch, memory, keep, verbose, kill, scenario, seed,
         };
         cmd.SetAction(async (pr, _) =>
         {
             using var loggers = Logging.Create();
+            bool disk = pr.GetValue(scenario) == DemoReport.DiskScenarioName;
+            int? chosenSeed = disk ? pr.GetValue(seed) ?? DiskScenario.NewSeed() : null;
+            double defaultKillAt = disk && pr.GetValue(duration) > 0 ? DiskScenario.KillMomentS(chosenSeed!.Value, pr.GetValue(duration)) : pr.GetValue(duration) / 2.0;
             var options = new DemoOptions
             {
+                Scenario = pr.GetValue(scenario)!,
+                Seed = chosenSeed,
                 DurationS = pr.GetValue(duration),
-                KillAtS = pr.GetValue(killAt) ?? pr.GetValue(duration) / 2.0,
+                KillAtS = pr.GetValue(killAt) ?? defaultKillAt,
                 JsonPath = pr.GetValue(json),
                 BenchRequests = pr.GetValue(benchRequests),
                 BenchClients = pr.GetValue(benchClients),
@@ -60,6 +70,9 @@ internal static class DemoCommand
                 { BenchRequests: < 1 } => "--bench-requests must be >= 1",
                 { BenchClients: < 1 or > 1000 } => "--bench-clients must be 1..1000",
                 _ when double.IsNaN(options.KillAtS) || double.IsInfinity(options.KillAtS) => "--kill-primary-at must be a number of seconds",
+                { Disk: true, Kill: not "primary" } => $"--scenario disk always kills the primary's QEMU; --kill {options.Kill} is not supported with it",
+                { Disk: true, KillAtS: < 0 } => "--scenario disk needs the kill: --kill-primary-at must not be negative",
+                { Disk: false } when pr.GetValue(seed) != null => "--seed applies to --scenario disk only",
                 _ => null,
             };
             if (bad == null && options.JsonPath is { } jp && !Directory.Exists(Path.GetDirectoryName(Path.GetFullPath(jp))))
@@ -74,6 +87,8 @@ internal static class DemoCommand
                 Console.Error.WriteLine("colo demo: --kill-primary-at must be less than --duration (negative: never kill)");
                 return 64;
             }
+            if (options.Disk)
+                Console.WriteLine(FormattableString.Invariant($"colo demo: disk scenario, seed {options.Seed}: the primary's QEMU is SIGKILLed at {options.KillAtS:0.000} s of {options.DurationS} s"));
             return await new DemoRunner(options, loggers).RunAsync(Lifetime.Token);
         });
         return cmd;
@@ -93,8 +108,16 @@ internal sealed record DemoOptions
     public int MemoryMiB { get; init; } = 256;
     public bool KeepLogs { get; init; }
     public bool Verbose { get; init; }
-    /// <summary>primary, primary-host, primary-hang or secondary.</summary>
+    /// <summary>primary, primary-host, primary-hang, secondary, primary-stall or secondary-stall.</summary>
     public string Kill { get; init; } = "primary";
+
+    /// <summary>service (default) or disk.</summary>
+    public string Scenario { get; init; } = DemoReport.ServiceScenario;
+
+    /// <summary>The disk scenario's seed; null in the service scenario.</summary>
+    public int? Seed { get; init; }
+
+    public bool Disk => Scenario == DemoReport.DiskScenarioName;
 
     public bool KillSecondary => Kill is "secondary" or "secondary-stall";
 }

@@ -7,12 +7,23 @@ using Microsoft.Extensions.Logging;
 
 namespace Colo.Cli;
 
-/// <summary>Runs one demo: topology, daemons, workload, primary kill, report, teardown (always).</summary>
-internal sealed class DemoRunner
+/// <summary>
+/// Runs one demo: topology, daemons, workload, failure, report, teardown (always). The service scenario is here,
+/// the disk scenario in DemoRunner.Disk.cs.
+/// </summary>
+internal sealed partial class DemoRunner
 {
     private readonly DemoOptions _o;
     private readonly ILoggerFactory _loggers;
     private readonly ILogger _log;
+    private readonly List<ChildProcess> _children = [];
+    private DemoTopology _topo = null!;
+    private GuestImage _image = null!;
+    private string _runDir = "";
+    private string _ramPrefix = "";
+    private NodeConfig? _pri, _sec;
+    private ChildProcess _primary = null!, _secondary = null!;
+    private (string File, string[] Prefix) _self;
 
     public DemoRunner(DemoOptions options, ILoggerFactory loggers)
     {
@@ -21,182 +32,31 @@ internal sealed class DemoRunner
         _log = loggers.CreateLogger("demo");
     }
 
+    private string PriStatus => Path.Combine(_pri!.RunDirectory, "status.json");
+
+    private string SecStatus => Path.Combine(_sec!.RunDirectory, "status.json");
+
     public async Task<int> RunAsync(CancellationToken ct)
     {
-        var image = await new GuestImageBuilder(GuestImageBuilder.DefaultCacheRoot, _loggers.CreateLogger("image")).EnsureAsync(Lifetime.Token);
+        _image = await new GuestImageBuilder(GuestImageBuilder.DefaultCacheRoot, _loggers.CreateLogger("image")).EnsureAsync(Lifetime.Token);
         StaleRunSweeper.Sweep(_log);
         await using var topo = await DemoTopology.CreateAsync(_loggers.CreateLogger("topology"), null, ct);
-        string runDir = Path.Combine("/tmp", $"colo-demo-{topo.Tag}");
-        string ramPrefix = $"colo-{topo.Tag}";
-        Directory.CreateDirectory(runDir);
-        var children = new List<ChildProcess>();
-        NodeConfig? pri = null, sec = null;
+        _topo = topo;
+        _runDir = Path.Combine("/tmp", $"colo-demo-{topo.Tag}");
+        _ramPrefix = $"colo-{topo.Tag}";
+        Directory.CreateDirectory(_runDir);
         bool ok = false;
         try
         {
-            var common = new NodeConfig
-            {
-                VmName = "demo",
-                RunDirectory = "",
-                KernelPath = image.KernelPath,
-                InitrdPath = image.InitrdPath,
-                KernelCmdline = GuestKernelCmdline.Build($"{topo.GuestIp}/{topo.LanPrefixLength}"),
-                MemoryMiB = _o.MemoryMiB,
-                GuestMac = topo.GuestMac,
-                GuestIp = topo.GuestIp.ToString(),
-                TapName = DemoTopology.TapName,
-                LinkAddress = topo.SecondaryReplicationIp.ToString(),
-                CompareTimeoutMs = _o.CompareTimeoutMs,
-                MaxEpochMs = _o.MaxEpochMs,
-                RamFilePrefix = ramPrefix,
-            };
-            pri = common with { RunDirectory = Path.Combine(runDir, "pri") };
-            sec = common with { RunDirectory = Path.Combine(runDir, "sec") };
-            Directory.CreateDirectory(pri.RunDirectory);
-            Directory.CreateDirectory(sec.RunDirectory);
-            pri.Save(Path.Combine(runDir, "primary.json"));
-            sec.Save(Path.Combine(runDir, "secondary.json"));
-
-            var (self, prefix) = ChildProcess.Self();
-            string[] Args(params string[] a) => [.. prefix, .. a, .. (_o.Verbose ? new[] { "--verbose" } : [])];
-            var secondary = ChildProcess.Start("secondary", DemoTopology.ExecIn(topo.SecondaryNamespace, self, Args("secondary", "--config", Path.Combine(runDir, "secondary.json"))), Path.Combine(runDir, "secondary.log"));
-            children.Add(secondary);
-            var primary = ChildProcess.Start("primary", DemoTopology.ExecIn(topo.PrimaryNamespace, self, Args("primary", "--config", Path.Combine(runDir, "primary.json"))), Path.Combine(runDir, "primary.log"));
-            children.Add(primary);
-            _log.LogInformation("daemons started (primary pid {P}, secondary pid {S}); booting the guest and synchronising the SVM", primary.Pid, secondary.Pid);
-
-            string priStatus = Path.Combine(pri.RunDirectory, "status.json");
-            string secStatus = Path.Combine(sec.RunDirectory, "status.json");
-            var protectWatch = Stopwatch.StartNew();
-            while (true)
-            {
-                ct.ThrowIfCancellationRequested();
-                var s = NodeStatus.TryRead(priStatus);
-                var ss = NodeStatus.TryRead(secStatus);
-                if (s?.State == "protected" && ss?.State == "protected")
-                    break;
-                if (primary.HasExited || secondary.HasExited)
-                    throw new InvalidOperationException($"a daemon exited before protection started (primary: {(primary.HasExited ? primary.ExitCode : "running")}, secondary: {(secondary.HasExited ? secondary.ExitCode : "running")}); logs in {runDir}");
-                if (protectWatch.Elapsed > TimeSpan.FromMinutes(5))
-                    throw new TimeoutException($"the guest was not protected within 5 minutes; logs in {runDir}");
-                await Task.Delay(200, ct);
-            }
-            var priAtStart = NodeStatus.TryRead(priStatus)!;
-            _log.LogInformation("protected after {S:F1} s (initial sync {Sync:F0} ms); starting the clients for {D} s", protectWatch.Elapsed.TotalSeconds, priAtStart.InitialSyncMs, _o.DurationS);
-
-            string clientOut = Path.Combine(runDir, "client.json");
-            string events = Path.Combine(runDir, "client-events.jsonl");
-            var client = ChildProcess.Start("client", DemoTopology.ExecIn(topo.LanNamespace, self, [.. prefix, "demo-client",
-                "--guest-ip", topo.GuestIp.ToString(), "--duration", _o.DurationS.ToString(),
-                "--bench-at", "1", "--bench-requests", _o.BenchRequests.ToString(), "--bench-clients", _o.BenchClients.ToString(),
-                "--out", clientOut, "--events", events]), Path.Combine(runDir, "client.log"));
-            children.Add(client);
-            var clientStart = DateTimeOffset.UtcNow;
-
-            long killedAtUnixMs = 0;
-            NodeStatus? priBeforeKill = null;
-            if (_o.KillAtS >= 0)
-            {
-                var killTime = clientStart + TimeSpan.FromSeconds(_o.KillAtS);
-                while (DateTimeOffset.UtcNow < killTime && !client.HasExited)
-                    await Task.Delay(50, ct);
-                priBeforeKill = NodeStatus.TryRead(priStatus);
-                if (_o.Kill is "primary-stall" or "secondary-stall")
-                {
-                    var st = NodeStatus.TryRead(_o.Kill == "primary-stall" ? priStatus : secStatus);
-                    int daemon = _o.Kill == "primary-stall" ? primary.Pid : secondary.Pid;
-                    int[] pids = [daemon, st?.VmPid ?? 0, st?.StandbyPid ?? 0];
-                    foreach (int pid in pids)
-                        ChildProcess.Signal(pid, 19);
-                    killedAtUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
-                    _log.LogWarning("froze the {Host} (daemon pid {Pid}) for 1.5 s at {S:F1} s", _o.Kill[..^6], daemon, _o.KillAtS);
-                    await Task.Delay(1500, ct);
-                    foreach (int pid in pids)
-                        ChildProcess.Signal(pid, 18);
-                }
-                else if (_o.KillSecondary)
-                {
-                    var secBefore = NodeStatus.TryRead(secStatus);
-                    if (ChildProcess.Signal(secondary.Pid, 9))
-                    {
-                        killedAtUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
-                        KillQemus(secBefore);
-                        _log.LogWarning("SIGKILLed the secondary daemon (pid {Pid}) and its QEMUs at {S:F1} s", secondary.Pid, _o.KillAtS);
-                    }
-                }
-                else
-                {
-                    int pvmPid = priBeforeKill?.VmPid ?? 0;
-                    if (_o.Kill == "primary-hang" && pvmPid > 0 && ChildProcess.Signal(primary.Pid, 19) && ChildProcess.Signal(pvmPid, 19))
-                    {
-                        killedAtUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
-                        _log.LogWarning("froze the primary daemon (pid {Pid}) and its QEMU (pid {Qemu}) with SIGSTOP at {S:F1} s", primary.Pid, pvmPid, _o.KillAtS);
-                    }
-                    else if (_o.Kill == "primary-host" && pvmPid > 0 && ChildProcess.Signal(primary.Pid, 9) && ChildProcess.Signal(pvmPid, 9))
-                    {
-                        killedAtUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
-                        _log.LogWarning("SIGKILLed the primary daemon (pid {Pid}) and its QEMU (pid {Qemu}) at {S:F1} s", primary.Pid, pvmPid, _o.KillAtS);
-                    }
-                    else if (_o.Kill == "primary" && pvmPid > 0 && ChildProcess.Signal(pvmPid, 9))
-                    {
-                        killedAtUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
-                        _log.LogWarning("SIGKILLed the primary's QEMU (pid {Pid}) at {S:F1} s", pvmPid, _o.KillAtS);
-                    }
-                    else
-                    {
-                        _log.LogError("could not kill the PVM (pid {Pid})", pvmPid);
-                    }
-                }
-            }
-
-            await client.WaitForExitAsync(ct).WaitAsync(TimeSpan.FromSeconds(_o.DurationS + 120), ct);
-            var priEnd = NodeStatus.TryRead(priStatus);
-            var secEnd = NodeStatus.TryRead(secStatus);
-            var workload = JsonSerializer.Deserialize<ClientWorkloadResult>(File.ReadAllText(clientOut), ClientWorkloadResult.JsonOptions)
-                ?? throw new InvalidDataException("empty client result");
-
-            var pauses = (priBeforeKill ?? priEnd)?.PauseMs ?? [];
-            var report = DemoReport.From(
-                durationS: _o.DurationS,
-                workload: workload,
-                checkpointCount: (priBeforeKill ?? priEnd)?.Checkpoints ?? 0,
-                pausesMs: pauses,
-                killedAtS: killedAtUnixMs > 0 ? _o.KillAtS : -1,
-                killedAtUnixMs: killedAtUnixMs,
-                detectedAtUnixMs: (_o.KillSecondary ? priEnd?.PeerLostAtUnixMs : secEnd?.PeerLostAtUnixMs) ?? 0);
-            report.CheckpointsByReason = (priBeforeKill ?? priEnd)?.CheckpointsByReason ?? new();
-            report.KilledWhat = _o.Kill switch
-            {
-                "secondary" => "secondary host",
-                "primary-host" => "primary host",
-                "primary-hang" => "primary host (frozen)",
-                "primary-stall" => "primary host (frozen 1.5 s)",
-                "secondary-stall" => "secondary host (frozen 1.5 s)",
-                _ => "primary's QEMU",
-            };
-            // Exactly one VM may serve the clients at the end: a failed-over secondary and a primary still serving
-            // (protected or unprotected) would be a split brain.
-            bool primaryServes = !primary.HasExited && _o.Kill != "primary-hang" && priEnd?.State is "protected" or "unprotected";
-            bool secondaryServes = secEnd?.FailedOver == true && secEnd.State == "failed-over";
-            if (primaryServes && secondaryServes)
-            {
-                _log.LogError("split brain: the primary ({P}) and the failed-over secondary both serve", priEnd!.State);
-                report.Ok = false;
-            }
-            else if (!primaryServes && !secondaryServes)
-            {
-                _log.LogError("no VM serves at the end (primary {P}, secondary {S})", priEnd?.State, secEnd?.State);
-                report.Ok = false;
-            }
+            await StartDaemonsAsync(ct);
+            var (report, stateLine) = _o.Disk ? await RunDiskScenarioAsync(ct) : await RunServiceScenarioAsync(ct);
             ok = report.Ok;
             string text = JsonSerializer.Serialize(report, DemoReport.JsonOptions);
             if (_o.JsonPath != null)
                 File.WriteAllText(_o.JsonPath, text);
             Console.WriteLine(report.ToHumanSummary());
-            if (_o.KillSecondary && priEnd != null)
-                Console.WriteLine($"primary: state {priEnd.State}, secondary lost: {priEnd.PeerLostReason}");
-            else if (secEnd != null)
-                Console.WriteLine($"secondary: state {secEnd.State}, failed over {secEnd.FailedOver}, detection reason: {secEnd.PeerLostReason}");
+            if (stateLine != null)
+                Console.WriteLine(stateLine);
             return ok ? 0 : 1;
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
@@ -211,28 +71,156 @@ internal sealed class DemoRunner
         }
         finally
         {
-            // Client first, then the secondary (the primary then runs on unprotected instead of the secondary
-            // taking over), then the primary.
-            foreach (var c in children.OrderBy(c => c.Name switch { "client" => 0, "secondary" => 1, _ => 2 }))
+            await StopChildrenAsync();
+            foreach (var cfg in new[] { _pri, _sec })
             {
-                ChildProcess.Signal(c.Pid, 18); // SIGCONT: a frozen (primary-hang) daemon must run to handle SIGTERM
-                await c.StopAsync(TimeSpan.FromSeconds(10));
-                c.Dispose();
+                if (cfg != null)
+                    KillQemus(NodeStatus.TryRead(Path.Combine(cfg.RunDirectory, "status.json")));
             }
-            foreach (var cfg in new[] { pri, sec })
-            {
-                if (cfg == null)
-                    continue;
-                var st = NodeStatus.TryRead(Path.Combine(cfg.RunDirectory, "status.json"));
-                KillQemus(st);
-            }
-            foreach (var f in Directory.EnumerateFiles("/dev/shm", ramPrefix + "-*"))
+            foreach (var f in Directory.EnumerateFiles("/dev/shm", _ramPrefix + "-*"))
                 File.Delete(f);
             if (ok && !_o.KeepLogs)
-                Directory.Delete(runDir, true);
+                Directory.Delete(_runDir, true);
             else
-                _log.LogInformation("logs kept in {Dir}", runDir);
+                _log.LogInformation("logs kept in {Dir}", _runDir);
         }
+    }
+
+    /// <summary>Writes the configs, creates the primary's disk, starts both daemons and waits until both report protected.</summary>
+    private async Task StartDaemonsAsync(CancellationToken ct)
+    {
+        var common = new NodeConfig
+        {
+            VmName = "demo",
+            RunDirectory = "",
+            KernelPath = _image.KernelPath,
+            InitrdPath = _image.InitrdPath,
+            KernelCmdline = GuestKernelCmdline.Build($"{_topo.GuestIp}/{_topo.LanPrefixLength}"),
+            MemoryMiB = _o.MemoryMiB,
+            GuestMac = _topo.GuestMac,
+            GuestIp = _topo.GuestIp.ToString(),
+            TapName = DemoTopology.TapName,
+            LinkAddress = _topo.SecondaryReplicationIp.ToString(),
+            CompareTimeoutMs = _o.CompareTimeoutMs,
+            MaxEpochMs = _o.MaxEpochMs,
+            RamFilePrefix = _ramPrefix,
+        };
+        string priDir = Path.Combine(_runDir, "pri"), secDir = Path.Combine(_runDir, "sec");
+        // The secondary daemon creates (overwrites) its disk image in the initial sync.
+        _pri = common with { RunDirectory = priDir, DiskImage = Path.Combine(priDir, "disk.img") };
+        _sec = common with { RunDirectory = secDir, DiskImage = Path.Combine(secDir, "disk.img") };
+        Directory.CreateDirectory(priDir);
+        Directory.CreateDirectory(secDir);
+        await DataDisk.CreateAsync(_pri.DiskImage, DataDisk.DefaultSizeMiB, ct);
+        _pri.Save(Path.Combine(_runDir, "primary.json"));
+        _sec.Save(Path.Combine(_runDir, "secondary.json"));
+
+        _self = ChildProcess.Self();
+        string[] Args(params string[] a) => [.. _self.Prefix, .. a, .. (_o.Verbose ? new[] { "--verbose" } : [])];
+        _secondary = ChildProcess.Start("secondary", DemoTopology.ExecIn(_topo.SecondaryNamespace, _self.File, Args("secondary", "--config", Path.Combine(_runDir, "secondary.json"))), Path.Combine(_runDir, "secondary.log"));
+        _children.Add(_secondary);
+        _primary = ChildProcess.Start("primary", DemoTopology.ExecIn(_topo.PrimaryNamespace, _self.File, Args("primary", "--config", Path.Combine(_runDir, "primary.json"))), Path.Combine(_runDir, "primary.log"));
+        _children.Add(_primary);
+        _log.LogInformation("daemons started (primary pid {P}, secondary pid {S}); booting the guest and synchronising the SVM", _primary.Pid, _secondary.Pid);
+
+        var protectWatch = Stopwatch.StartNew();
+        while (true)
+        {
+            ct.ThrowIfCancellationRequested();
+            if (NodeStatus.TryRead(PriStatus)?.State == "protected" && NodeStatus.TryRead(SecStatus)?.State == "protected")
+                break;
+            if (_primary.HasExited || _secondary.HasExited)
+                throw new InvalidOperationException($"a daemon exited before protection started (primary: {(_primary.HasExited ? _primary.ExitCode : "running")}, secondary: {(_secondary.HasExited ? _secondary.ExitCode : "running")}); logs in {_runDir}");
+            if (protectWatch.Elapsed > TimeSpan.FromMinutes(5))
+                throw new TimeoutException($"the guest was not protected within 5 minutes; logs in {_runDir}");
+            await Task.Delay(200, ct);
+        }
+        var priAtStart = NodeStatus.TryRead(PriStatus)!;
+        _log.LogInformation("protected after {S:F1} s (initial sync {Sync:F0} ms); starting the client for {D} s", protectWatch.Elapsed.TotalSeconds, priAtStart.InitialSyncMs, _o.DurationS);
+    }
+
+    private async Task<(DemoReport Report, string? StateLine)> RunServiceScenarioAsync(CancellationToken ct)
+    {
+        string clientOut = Path.Combine(_runDir, "client.json");
+        var client = StartClient("--bench-at", "1", "--bench-requests", _o.BenchRequests.ToString(), "--bench-clients", _o.BenchClients.ToString(),
+            "--out", clientOut, "--events", Path.Combine(_runDir, "client-events.jsonl"));
+        var (killedAtUnixMs, priBeforeKill) = await InjectFailureAsync(client, DateTimeOffset.UtcNow, ct);
+
+        await client.WaitForExitAsync(ct).WaitAsync(TimeSpan.FromSeconds(_o.DurationS + 120), ct);
+        var priEnd = NodeStatus.TryRead(PriStatus);
+        var secEnd = NodeStatus.TryRead(SecStatus);
+        var workload = JsonSerializer.Deserialize<ClientWorkloadResult>(File.ReadAllText(clientOut), ClientWorkloadResult.JsonOptions)
+            ?? throw new InvalidDataException("empty client result");
+
+        var report = DemoReport.From(
+            durationS: _o.DurationS,
+            workload: workload,
+            checkpointCount: (priBeforeKill ?? priEnd)?.Checkpoints ?? 0,
+            pausesMs: (priBeforeKill ?? priEnd)?.PauseMs ?? [],
+            killedAtS: killedAtUnixMs > 0 ? _o.KillAtS : -1,
+            killedAtUnixMs: killedAtUnixMs,
+            detectedAtUnixMs: (_o.KillSecondary ? priEnd?.PeerLostAtUnixMs : secEnd?.PeerLostAtUnixMs) ?? 0);
+        report.CheckpointsByReason = (priBeforeKill ?? priEnd)?.CheckpointsByReason ?? new();
+        report.KilledWhat = _o.Kill switch
+        {
+            "secondary" => "secondary host",
+            "primary-host" => "primary host",
+            "primary-hang" => "primary host (frozen)",
+            "primary-stall" => "primary host (frozen 1.5 s)",
+            "secondary-stall" => "secondary host (frozen 1.5 s)",
+            _ => "primary's QEMU",
+        };
+        report.Disk = ReplicationFigures(secEnd?.Disk, null, null);
+        CheckOneVmServes(report, priEnd, secEnd);
+        string? stateLine = null;
+        if (_o.KillSecondary && priEnd != null)
+            stateLine = $"primary: state {priEnd.State}, secondary lost: {priEnd.PeerLostReason}";
+        else if (secEnd != null)
+            stateLine = $"secondary: state {secEnd.State}, failed over {secEnd.FailedOver}, detection reason: {secEnd.PeerLostReason}";
+        return (report, stateLine);
+    }
+
+    /// <summary>Starts <c>colo demo-client</c> with <paramref name="args"/> in the LAN namespace.</summary>
+    private ChildProcess StartClient(params string[] args)
+    {
+        var client = ChildProcess.Start("client", DemoTopology.ExecIn(_topo.LanNamespace, _self.File, [.. _self.Prefix, "demo-client",
+            "--guest-ip", _topo.GuestIp.ToString(), "--duration", _o.DurationS.ToString(), .. args]), Path.Combine(_runDir, "client.log"));
+        _children.Add(client);
+        return client;
+    }
+
+    /// <summary>
+    /// Exactly one VM may serve the clients at the end: a failed-over secondary and a primary still serving (protected
+    /// or unprotected) would be a split brain; none serving is a failure too. Adds to <see cref="DemoReport.RunFailures"/>.
+    /// </summary>
+    private void CheckOneVmServes(DemoReport report, NodeStatus? priEnd, NodeStatus? secEnd)
+    {
+        bool primaryServes = !_primary.HasExited && _o.Kill != "primary-hang" && priEnd?.State is "protected" or "unprotected";
+        bool secondaryServes = secEnd?.FailedOver == true && secEnd.State == "failed-over";
+        if (primaryServes && secondaryServes)
+        {
+            _log.LogError("split brain: the primary ({P}) and the failed-over secondary both serve", priEnd!.State);
+            report.RunFailures.Add($"exactly one VM serves (split brain: primary {priEnd.State}, secondary failed over)");
+        }
+        else if (!primaryServes && !secondaryServes)
+        {
+            _log.LogError("no VM serves at the end (primary {P}, secondary {S})", priEnd?.State, secEnd?.State);
+            report.RunFailures.Add($"exactly one VM serves (none does: primary {priEnd?.State ?? "?"}, secondary {secEnd?.State ?? "?"})");
+        }
+        report.UpdateOk();
+    }
+
+    /// <summary>Stops the children by PID: client first, then the secondary (the primary then runs on unprotected
+    /// instead of the secondary taking over), then the primary. Idempotent.</summary>
+    private async Task StopChildrenAsync(TimeSpan? grace = null)
+    {
+        foreach (var c in _children.OrderBy(c => c.Name switch { "client" => 0, "secondary" => 1, _ => 2 }))
+        {
+            ChildProcess.Signal(c.Pid, 18); // SIGCONT: a frozen (primary-hang) daemon must run to handle SIGTERM
+            await c.StopAsync(grace ?? TimeSpan.FromSeconds(10));
+            c.Dispose();
+        }
+        _children.Clear();
     }
 
     /// <summary>SIGKILLs the QEMUs a daemon reported (VM and standby), by PID, if they are still QEMUs.</summary>

@@ -470,7 +470,7 @@ public sealed partial class ClientWorkload
     }
 
     /// <summary>Wall-clock start plus a monotonic stopwatch.</summary>
-    private sealed class Clock
+    internal sealed class Clock
     {
         private readonly Stopwatch _watch = Stopwatch.StartNew();
 
@@ -484,7 +484,7 @@ public sealed partial class ClientWorkload
     }
 
     /// <summary>Appends one JSON object per line; thread-safe; flushed per line so other processes can tail it.</summary>
-    private sealed class EventLog : IDisposable
+    internal sealed class EventLog : IDisposable
     {
         private readonly StreamWriter? _writer;
         private readonly Lock _gate = new();

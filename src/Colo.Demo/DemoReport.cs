@@ -7,9 +7,11 @@ namespace Colo.Demo;
 
 /// <summary>
 /// The final record of <c>colo demo --json PATH</c>:
-/// <c>{"ok","duration_s","redis":{...},"http":{...},"redis_benchmark":{...},"checkpoints":{...},"failover":{...}}</c>.
+/// <c>{"ok","scenario","duration_s","redis":{...},"http":{...},"redis_benchmark":{...},"checkpoints":{...},"failover":{...},"disk":{...}}</c>.
+/// The disk scenario (<see cref="ForDisk"/>) has <c>"seed"</c> and no <c>redis</c>, <c>http</c> or <c>redis_benchmark</c>;
+/// <c>disk</c> is omitted when nothing about the disk was measured.
 /// </summary>
-public sealed class DemoReport
+public sealed partial class DemoReport
 {
     /// <summary>Acceptance limit for <see cref="DemoFailoverSummary.DetectedMs"/> (milliseconds).</summary>
     public const long MaxDetectedMs = 1000;
@@ -34,9 +36,25 @@ public sealed class DemoReport
     [JsonIgnore]
     public string KilledWhat { get; set; } = "primary";
 
+    /// <summary>
+    /// Failures found by the orchestrator rather than by a field rule (e.g. a split brain at the end); listed by
+    /// <see cref="FailedRules"/>. Not in the JSON.
+    /// </summary>
+    [JsonIgnore]
+    public List<string> RunFailures { get; } = [];
+
     /// <summary>True when every acceptance rule holds; set it with <see cref="UpdateOk"/>.</summary>
     [JsonPropertyName("ok")]
     public bool Ok { get; set; }
+
+    /// <summary>Which demo ran: <see cref="ServiceScenario"/> (default) or <see cref="DiskScenarioName"/>.</summary>
+    [JsonPropertyName("scenario")]
+    public string Scenario { get; set; } = ServiceScenario;
+
+    /// <summary>The disk scenario's seed (it fixes the kill moment); null (omitted) in the service scenario.</summary>
+    [JsonPropertyName("seed")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public int? Seed { get; set; }
 
     /// <summary>Wall-clock length of the demo run in seconds.</summary>
     [JsonPropertyName("duration_s")]
@@ -44,15 +62,18 @@ public sealed class DemoReport
 
     /// <summary>Redis INCR loop summary.</summary>
     [JsonPropertyName("redis")]
-    public DemoRedisSummary Redis { get; set; } = new();
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public DemoRedisSummary? Redis { get; set; }
 
     /// <summary>HTTP loop summary.</summary>
     [JsonPropertyName("http")]
-    public DemoHttpSummary Http { get; set; } = new();
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public DemoHttpSummary? Http { get; set; }
 
     /// <summary>redis-benchmark summary.</summary>
     [JsonPropertyName("redis_benchmark")]
-    public DemoBenchmarkSummary RedisBenchmark { get; set; } = new();
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public DemoBenchmarkSummary? RedisBenchmark { get; set; }
 
     /// <summary>Checkpoint statistics.</summary>
     [JsonPropertyName("checkpoints")]
@@ -61,6 +82,11 @@ public sealed class DemoReport
     /// <summary>Failover measurements.</summary>
     [JsonPropertyName("failover")]
     public DemoFailoverSummary Failover { get; set; } = new();
+
+    /// <summary>Disk figures (see <see cref="DemoDiskSummary"/>); null (omitted) when nothing was measured.</summary>
+    [JsonPropertyName("disk")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public DemoDiskSummary? Disk { get; set; }
 
     /// <summary>
     /// Assembles a report (with <see cref="Ok"/> already computed) from the client's result and the orchestrator's measurements.
@@ -144,14 +170,30 @@ public sealed class DemoReport
     }
 
     /// <summary>
-    /// The acceptance rules that fail: redis.errors==0, redis.continuous, redis.reconnects==0, http.errors==0,
-    /// redis_benchmark.errors==0, checkpoints.count&gt;=1, failover.detected_ms&lt;=1000 (and not negative: −1 means
-    /// "never detected", another negative value "detected before the kill"), failover.client_gap_ms&lt;=3000.
+    /// The acceptance rules that fail, plus <see cref="RunFailures"/>. Service scenario: redis.errors==0,
+    /// redis.continuous, redis.reconnects==0, http.errors==0, redis_benchmark.errors==0, checkpoints.count&gt;=1,
+    /// failover.detected_ms&lt;=1000 (and not negative: −1 means "never detected", another negative value "detected
+    /// before the kill"), failover.client_gap_ms&lt;=3000. Disk scenario: see <see cref="FailedDiskRules"/>.
     /// </summary>
     /// <returns>One description per failed rule; empty when all hold.</returns>
     public IReadOnlyList<string> FailedRules()
     {
         var failed = new List<string>();
+        if (Scenario == DiskScenarioName)
+            FailedDiskRules(failed);
+        else
+            FailedServiceRules(failed);
+        failed.AddRange(RunFailures);
+        return failed;
+    }
+
+    private void FailedServiceRules(List<string> failed)
+    {
+        if (Redis is null || Http is null || RedisBenchmark is null)
+        {
+            failed.Add("redis, http and redis_benchmark sections present");
+            return;
+        }
         if (Redis.Errors != 0) failed.Add($"redis.errors == 0 (was {Redis.Errors})");
         if (!Redis.Continuous) failed.Add("redis.continuous (counter skipped or repeated)");
         if (Redis.Reconnects != 0) failed.Add($"redis.reconnects == 0 (was {Redis.Reconnects})");
@@ -161,7 +203,6 @@ public sealed class DemoReport
         if (Failover.DetectedMs > MaxDetectedMs) failed.Add($"failover.detected_ms <= {MaxDetectedMs} (was {Failover.DetectedMs})");
         if (Failover.DetectedMs < 0) failed.Add(Failover.DetectedMs == -1 ? "failover detected (secondary never declared the primary lost)" : $"failover.detected_ms >= 0 (was {Failover.DetectedMs}: detected before the kill)");
         if (Failover.ClientGapMs > MaxClientGapMs) failed.Add($"failover.client_gap_ms <= {MaxClientGapMs} (was {Failover.ClientGapMs})");
-        return failed;
     }
 
     /// <summary>Evaluates the acceptance rules (see <see cref="FailedRules"/>) without changing <see cref="Ok"/>.</summary>
@@ -226,10 +267,16 @@ public sealed class DemoReport
     {
         var ci = CultureInfo.InvariantCulture;
         var sb = new StringBuilder();
-        sb.AppendLine(ci, $"COLO demo: {(Ok ? "PASS" : "FAIL")} ({DurationS:0.0} s)");
-        sb.AppendLine(ci, $"  redis INCR:      {Redis.Ops} ops, {Redis.Errors} errors, {(Redis.Continuous ? "continuous" : "NOT continuous")}, {Redis.Reconnects} reconnects, max stall {Redis.MaxStallMs} ms");
-        sb.AppendLine(ci, $"  http:            {Http.Requests} requests, {Http.Errors} errors, max stall {Http.MaxStallMs} ms");
-        sb.AppendLine(ci, $"  redis-benchmark: {RedisBenchmark.RequestsPerS:0} requests/s, {RedisBenchmark.Errors} errors");
+        string scenario = Scenario == DiskScenarioName ? $" ({Scenario} scenario, seed {Seed})" : "";
+        sb.AppendLine(ci, $"COLO demo{scenario}: {(Ok ? "PASS" : "FAIL")} ({DurationS:0.0} s)");
+        if (Redis != null)
+            sb.AppendLine(ci, $"  redis INCR:      {Redis.Ops} ops, {Redis.Errors} errors, {(Redis.Continuous ? "continuous" : "NOT continuous")}, {Redis.Reconnects} reconnects, max stall {Redis.MaxStallMs} ms");
+        if (Http != null)
+            sb.AppendLine(ci, $"  http:            {Http.Requests} requests, {Http.Errors} errors, max stall {Http.MaxStallMs} ms");
+        if (RedisBenchmark != null)
+            sb.AppendLine(ci, $"  redis-benchmark: {RedisBenchmark.RequestsPerS:0} requests/s, {RedisBenchmark.Errors} errors");
+        if (Disk != null)
+            AppendDiskSummary(sb);
         sb.AppendLine(ci, $"  checkpoints:     {Checkpoints.Count}, pause p50 {Checkpoints.PauseMsP50:0.0} ms, p99 {Checkpoints.PauseMsP99:0.0} ms");
         if (CheckpointsByReason.Count > 0)
             sb.AppendLine(ci, $"                   by trigger: {string.Join(", ", CheckpointsByReason.OrderByDescending(kv => kv.Value).Select(kv => $"{kv.Key} {kv.Value}"))}");

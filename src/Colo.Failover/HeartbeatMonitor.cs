@@ -28,6 +28,7 @@ public sealed class HeartbeatMonitor : IAsyncDisposable
     private ITimer? _sendTimer;
     private ITimer? _checkTimer;
     private long _lastHeardTimestamp;
+    private long _timeoutTicks;
     private int _started;
     private int _lost;
     private int _sendInFlight;
@@ -89,8 +90,25 @@ public sealed class HeartbeatMonitor : IAsyncDisposable
     /// <summary>Time between heartbeats sent.</summary>
     public TimeSpan Interval { get; }
 
-    /// <summary>Silence from the peer after which it is declared lost.</summary>
-    public TimeSpan Timeout { get; }
+    /// <summary>
+    /// Silence from the peer after which it is declared lost. May be changed while running (e.g. a longer one while a
+    /// daemon is still synchronising, when a false loss costs protection and a true one costs nothing); the change
+    /// applies from the next check. Must stay greater than <see cref="Interval"/>.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">Set to a value not greater than <see cref="Interval"/>.</exception>
+    public TimeSpan Timeout
+    {
+        get => TimeSpan.FromTicks(Volatile.Read(ref _timeoutTicks));
+        set
+        {
+            if (value <= Interval)
+            {
+                throw new ArgumentOutOfRangeException(nameof(value), value, "The heartbeat timeout must be greater than the interval.");
+            }
+
+            Volatile.Write(ref _timeoutTicks, value.Ticks);
+        }
+    }
 
     /// <summary>When the peer was declared lost (by the time provider's clock), or <c>null</c>.</summary>
     public DateTimeOffset? PeerLostAt
@@ -222,7 +240,8 @@ public sealed class HeartbeatMonitor : IAsyncDisposable
         }
 
         TimeSpan silence = _timeProvider.GetElapsedTime(Volatile.Read(ref _lastHeardTimestamp));
-        if (silence >= Timeout)
+        TimeSpan timeout = Timeout;
+        if (silence >= timeout)
         {
             DeclareLost($"no heartbeat for {silence.TotalMilliseconds:F0} ms");
             return;
@@ -232,7 +251,7 @@ public sealed class HeartbeatMonitor : IAsyncDisposable
         {
             if (!_disposed && !IsPeerLost)
             {
-                _checkTimer?.Change(Timeout - silence, System.Threading.Timeout.InfiniteTimeSpan);
+                _checkTimer?.Change(timeout - silence, System.Threading.Timeout.InfiniteTimeSpan);
             }
         }
     }

@@ -56,6 +56,14 @@ public sealed record NodeConfig
     /// <summary>Peer declared lost after this many ms without any message (default 500).</summary>
     public int HeartbeatTimeoutMs { get; init; } = 500;
 
+    /// <summary>
+    /// Heartbeat timeout in ms until the initial sync is complete (default 5000). Before protection starts a false peer
+    /// loss (a daemon starved while QEMUs start and the disk and memory are copied) would cost the protection, while a
+    /// real one costs nothing (there is nothing to fail over to yet), so the tolerance is larger. Link closure and goodbye
+    /// are still detected at once.
+    /// </summary>
+    public int SyncHeartbeatTimeoutMs { get; init; } = 5000;
+
     /// <summary>Time the primary waits for the secondary's "loaded" acknowledgement, ms (default 20000).</summary>
     public int CheckpointTimeoutMs { get; init; } = 20000;
 
@@ -160,6 +168,7 @@ public sealed record NodeConfig
         Check(CompareTimeoutMs is >= 10 and <= 600_000, "compare_timeout_ms must be 10..600000");
         Check(MaxEpochMs >= 0, "max_epoch_ms must be >= 0");
         Check(HeartbeatIntervalMs > 0 && HeartbeatTimeoutMs > HeartbeatIntervalMs, "heartbeat_timeout_ms must exceed heartbeat_interval_ms > 0");
+        Check(SyncHeartbeatTimeoutMs >= HeartbeatTimeoutMs, "sync_heartbeat_timeout_ms must be at least heartbeat_timeout_ms");
         Check(CheckpointTimeoutMs > 0 && LinkWaitMs > 0 && GuestReadyTimeoutMs > 0, "timeouts must be positive");
         Check(TapName.Length is > 0 and <= 15, "tap_name must be 1..15 characters");
         Check(DiskImage is null || (DiskImage.Length > 0 && Path.IsPathRooted(DiskImage) && !DiskImage.Contains(',')), "disk_image must be an absolute path without ','");

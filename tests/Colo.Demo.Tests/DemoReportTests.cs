@@ -35,11 +35,11 @@ public class DemoReportTests
         DemoReport r = Passing();
         switch (which)
         {
-            case "redis.errors": r.Redis.Errors = 1; break;
-            case "continuous": r.Redis.Continuous = false; break;
-            case "reconnects": r.Redis.Reconnects = 1; break;
-            case "http.errors": r.Http.Errors = 2; break;
-            case "bench": r.RedisBenchmark.Errors = 1; break;
+            case "redis.errors": r.Redis!.Errors = 1; break;
+            case "continuous": r.Redis!.Continuous = false; break;
+            case "reconnects": r.Redis!.Reconnects = 1; break;
+            case "http.errors": r.Http!.Errors = 2; break;
+            case "bench": r.RedisBenchmark!.Errors = 1; break;
             case "checkpoints": r.Checkpoints.Count = 0; break;
             case "detected": r.Failover.DetectedMs = 1001; break;
             case "gap": r.Failover.ClientGapMs = 3001; break;
@@ -68,7 +68,8 @@ public class DemoReportTests
         r.UpdateOk();
         using var doc = JsonDocument.Parse(r.ToJson());
         var root = doc.RootElement;
-        Assert.Equal(["ok", "duration_s", "redis", "http", "redis_benchmark", "checkpoints", "failover"], root.EnumerateObject().Select(p => p.Name));
+        Assert.Equal(["ok", "scenario", "duration_s", "redis", "http", "redis_benchmark", "checkpoints", "failover"], root.EnumerateObject().Select(p => p.Name));
+        Assert.Equal("service", root.GetProperty("scenario").GetString());
         Assert.Equal(["ops", "errors", "continuous", "reconnects", "max_stall_ms"], root.GetProperty("redis").EnumerateObject().Select(p => p.Name));
         Assert.Equal(["requests", "errors", "max_stall_ms"], root.GetProperty("http").EnumerateObject().Select(p => p.Name));
         Assert.Equal(["requests_per_s", "errors"], root.GetProperty("redis_benchmark").EnumerateObject().Select(p => p.Name));
@@ -130,8 +131,8 @@ public class DemoReportTests
         Assert.Equal(3, report.Checkpoints.Count);
         Assert.Equal(20, report.Checkpoints.PauseMsP50);
         Assert.Equal(29.8, report.Checkpoints.PauseMsP99, 9);
-        Assert.Equal(10, report.Redis.Ops);
-        Assert.Equal(1234.5, report.RedisBenchmark.RequestsPerS);
+        Assert.Equal(10, report.Redis!.Ops);
+        Assert.Equal(1234.5, report.RedisBenchmark!.RequestsPerS);
 
         var none = DemoReport.Create(client, 1, [], new DemoFailoverSummary());
         Assert.False(none.Ok); // no checkpoints

@@ -60,6 +60,29 @@ public sealed class DemoEndToEndTests
         Assert.Equal(0, redis.GetProperty("reconnects").GetInt64());
     }
 
+    [DemoFact]
+    public async Task Demo_DiskScenario_NoAcknowledgedWriteLost_SurvivingDiskCleanAndReloadsEveryKey()
+    {
+        // Seed 1 kills the primary's QEMU at 54 % of the duration (12.958 s of 24).
+        var report = await RunDemoAsync("--scenario", "disk", "--seed", "1", "--duration", "24");
+        Assert.True(report.GetProperty("ok").GetBoolean(), "demo reported ok=false");
+        Assert.Equal("disk", report.GetProperty("scenario").GetString());
+        Assert.Equal(1, report.GetProperty("seed").GetInt32());
+        Assert.False(report.TryGetProperty("redis", out _));
+        var failover = report.GetProperty("failover");
+        Assert.Equal(12.958, failover.GetProperty("killed_at_s").GetDouble());
+        Assert.True(failover.GetProperty("detected_ms").GetInt64() >= 0);
+        var disk = report.GetProperty("disk");
+        long acked = disk.GetProperty("acked_writes").GetInt64();
+        Assert.True(acked > 100, $"only {acked} writes acknowledged");
+        Assert.Equal(0, disk.GetProperty("lost_writes").GetInt64());
+        Assert.Equal(acked, disk.GetProperty("verified_writes").GetInt64());
+        Assert.True(disk.GetProperty("fsck_clean").GetBoolean());
+        Assert.True(disk.GetProperty("cold_boot_keys_ok").GetBoolean());
+        Assert.True(disk.GetProperty("overlay_bytes_max").GetInt64() >= 0);
+        Assert.True(disk.GetProperty("buffer_bytes_max").GetInt64() >= 0);
+    }
+
     private async Task<JsonElement> RunDemoAsync(params string[] args)
     {
         string json = Path.Combine(Path.GetTempPath(), $"colo-demo-test-{Guid.NewGuid():N}.json");

@@ -253,4 +253,21 @@ public sealed class HeartbeatMonitorTests
         Assert.InRange(clock.Elapsed, Ms(140), TimeSpan.FromSeconds(3));
         Assert.True(Volatile.Read(ref sends) >= 1);
     }
+
+    [Fact]
+    public void Timeout_ChangedWhileRunning_AppliesFromTheNextCheck()
+    {
+        HeartbeatMonitor monitor = Create();
+        monitor.Timeout = Ms(2000); // still synchronising: tolerate longer silence
+        monitor.Start();
+        _time.Advance(Ms(1500));
+        Assert.Empty(_lost);
+        monitor.HeartbeatReceived();
+        monitor.Timeout = Ms(500); // protected: back to the normal timeout
+        _time.Advance(Ms(499));
+        Assert.Empty(_lost);
+        _time.Advance(Ms(600));
+        Assert.Single(_lost);
+        Assert.Throws<ArgumentOutOfRangeException>(() => monitor.Timeout = Interval);
+    }
 }

@@ -87,7 +87,7 @@ public sealed class PrimaryNode
             // Not tied to ct: on a stop the goodbye must still go out before the link closes.
             var receive = Task.Run(() => link.RunReceiveLoopAsync(OnMessageAsync, CancellationToken.None));
             await using var heartbeat = _heartbeat = new HeartbeatMonitor(
-                TimeSpan.FromMilliseconds(_cfg.HeartbeatIntervalMs), TimeSpan.FromMilliseconds(_cfg.HeartbeatTimeoutMs),
+                TimeSpan.FromMilliseconds(_cfg.HeartbeatIntervalMs), TimeSpan.FromMilliseconds(_cfg.SyncHeartbeatTimeoutMs),
                 c => link.SendAsync(MessageType.Heartbeat, proxy.Epoch, ReadOnlyMemory<byte>.Empty, c),
                 reason => _ = PeerSilentAsync("heartbeat: " + reason), TimeProvider.System, _loggers.CreateLogger("heartbeat"));
             heartbeat.Start();
@@ -100,6 +100,7 @@ public sealed class PrimaryNode
             if (await RunCheckpointAsync(checkpointer, full: true, reason: null, ct) && Volatile.Read(ref _secondaryLost) == 0 && !_fenced.Task.IsCompleted)
             {
                 _status.InitialSyncMs = sw.Elapsed.TotalMilliseconds;
+                heartbeat.Timeout = TimeSpan.FromMilliseconds(_cfg.HeartbeatTimeoutMs);
                 _protected = true;
                 _status.State = "protected";
                 WriteStatus();

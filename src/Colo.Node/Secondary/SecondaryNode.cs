@@ -84,7 +84,7 @@ public sealed class SecondaryNode
             proxy.AttachLink(link);
             await link.SendAsync(MessageType.Hello, 0, LinkHello.Encode(new LinkHello("secondary", _cfg.VmName, _cfg.MemoryBytes, VmSpecs.ConfigHash(_cfg))), ct);
             await using var heartbeat = _heartbeat = new HeartbeatMonitor(
-                TimeSpan.FromMilliseconds(_cfg.HeartbeatIntervalMs), TimeSpan.FromMilliseconds(_cfg.HeartbeatTimeoutMs),
+                TimeSpan.FromMilliseconds(_cfg.HeartbeatIntervalMs), TimeSpan.FromMilliseconds(_cfg.SyncHeartbeatTimeoutMs),
                 c => link.SendAsync(MessageType.Heartbeat, _epoch, ReadOnlyMemory<byte>.Empty, c),
                 reason => _ = PeerSilentAsync("heartbeat: " + reason), TimeProvider.System, _loggers.CreateLogger("heartbeat"));
             heartbeat.Start();
@@ -342,7 +342,11 @@ public sealed class SecondaryNode
             _status.Epoch = epoch;
             _status.VmPid = standby.Qemu.Pid;
             if (epoch == 1)
+            {
                 _status.State = "protected";
+                if (_heartbeat is { } hb)
+                    hb.Timeout = TimeSpan.FromMilliseconds(_cfg.HeartbeatTimeoutMs);
+            }
             else
                 _status.Checkpoints++;
             _status.PagesShipped += written;
