@@ -29,5 +29,6 @@ root.Subcommands.Add(DaemonCommands.Primary());
 root.Subcommands.Add(DaemonCommands.Secondary());
 root.Subcommands.Add(DaemonCommands.Status());
 root.Subcommands.Add(ImageCommand.Create());
+root.Subcommands.Add(DiskCommand.Create());
 root.Subcommands.Add(DemoClientCommand.Create());
 return await root.Parse(args).InvokeAsync(new InvocationConfiguration { ProcessTerminationTimeout = null });
