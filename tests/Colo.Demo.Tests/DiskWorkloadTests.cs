@@ -148,8 +148,16 @@ public class DiskWorkloadTests(ITestOutputHelper output)
     public async Task CancellationEndsEarlyWithoutReadBack()
     {
         await using var server = new FakeRedisServer();
-        using var cts = new CancellationTokenSource(TimeSpan.FromMilliseconds(300));
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        // Cancel once some writes were stored (not after a fixed time: a loaded machine may not have sent any by then).
+        var cancelSoon = Task.Run(async () =>
+        {
+            while (server.Store.Count < 20 && !cts.IsCancellationRequested)
+                await Task.Delay(10);
+            cts.Cancel();
+        });
         DiskWorkloadResult r = await new DiskWorkload().RunAsync(Options(server, 60), cts.Token);
+        await cancelSoon;
         Assert.True(r.Acked > 0);
         Assert.False(r.Verify.Complete);
         Assert.NotNull(r.Verify.Error);
