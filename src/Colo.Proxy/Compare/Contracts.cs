@@ -82,7 +82,8 @@ public sealed class CompareCounters
         connectionsEvicted, connectionTableOverflows, svmDropped, svmIgnored, commits, internalErrors,
         pvmBadFrames, svmBadFrames, mismatches;
     internal readonly long[] checkpointRequests = new long[5];
-    internal readonly long[] badFrames = new long[16];
+    // Indexed by (int)BadFrameKind; room for kinds appended later (a test checks every kind fits).
+    internal readonly long[] badFrames = new long[32];
 
     /// <summary>PVM frames received (OnPvmFrame calls).</summary>
     public long PvmFrames => Volatile.Read(ref pvmFrames);
