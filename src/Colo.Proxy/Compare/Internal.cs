@@ -250,6 +250,10 @@ internal struct ByteRing
     /// <summary>True when the first <c>data.Length</c> bytes equal <paramref name="data"/> (requires Count ≥ length).</summary>
     public readonly bool StartsWith(ReadOnlySpan<byte> data)
     {
+        if (data.IsEmpty)
+        {
+            return true; // also when the ring has no buffer yet (only a FIN put one side ahead)
+        }
         int first = Math.Min(data.Length, _buf!.Length - _head);
         if (!_buf.AsSpan(_head, first).SequenceEqual(data.Slice(0, first)))
         {

@@ -137,6 +137,9 @@ public sealed class SequenceRewriter
         uint newAck = oldAck - off;
         BinaryPrimitives.WriteUInt32BigEndian(tcp.Slice(8, 4), newAck);
         ck = Checksum.Update32(ck, oldAck, newAck);
+        // The incremental update works on 16-bit words; SACK blocks after an odd number of option bytes (e.g. a single
+        // NOP) are not word-aligned, and then the checksum is recomputed instead (rare: stacks align SACK).
+        bool oddSack = ((v.SackOffset - v.L4Offset) & 1) != 0;
         for (int i = 0; i < v.SackBlockCount; i++)
         {
             Span<byte> edge = frame.Slice(v.SackOffset + i * 8, 8);
@@ -144,10 +147,17 @@ public sealed class SequenceRewriter
             uint r = BinaryPrimitives.ReadUInt32BigEndian(edge.Slice(4));
             BinaryPrimitives.WriteUInt32BigEndian(edge, l - off);
             BinaryPrimitives.WriteUInt32BigEndian(edge.Slice(4), r - off);
-            ck = Checksum.Update32(ck, l, l - off);
-            ck = Checksum.Update32(ck, r, r - off);
+            if (!oddSack)
+            {
+                ck = Checksum.Update32(ck, l, l - off);
+                ck = Checksum.Update32(ck, r, r - off);
+            }
         }
         BinaryPrimitives.WriteUInt16BigEndian(tcp.Slice(16, 2), ck);
+        if (oddSack && v.SackBlockCount > 0)
+        {
+            Checksum.RecomputeTcp(frame, v);
+        }
         RewrittenFrames++;
     }
 
