@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.Runtime.InteropServices;
 using System.Text.Json;
 using Colo.Node;
 using Colo.Node.Primary;
@@ -31,7 +32,14 @@ internal static class DaemonCommands
                     : $"colo: config: disk_image {disk} does not exist (the primary's disk must exist; make one with: colo disk create {disk})");
                 return 64;
             }
-            return await new PrimaryNode(cfg, loggers).RunAsync(Lifetime.Token);
+            var node = new PrimaryNode(cfg, loggers);
+            // SIGUSR1 (10 on Linux): an operator checkpoint (colo checkpoint). Raw signal numbers are allowed by PosixSignalRegistration.
+            using var usr1 = PosixSignalRegistration.Create((PosixSignal)SigUsr1, ctx =>
+            {
+                ctx.Cancel = true;
+                node.RequestOperatorCheckpoint();
+            });
+            return await node.RunAsync(Lifetime.Token);
         });
         return cmd;
     }
@@ -50,6 +58,63 @@ internal static class DaemonCommands
             return await new SecondaryNode(cfg, loggers).RunAsync(Lifetime.Token);
         });
         return cmd;
+    }
+
+    private const int SigUsr1 = 10;
+
+    /// <summary><c>colo checkpoint --run-dir DIR</c>: asks the primary daemon of that run directory for a checkpoint now and waits for it.</summary>
+    public static Command Checkpoint()
+    {
+        var runDir = new Option<string>("--run-dir") { Description = "The primary daemon's run directory", Required = true };
+        var timeout = new Option<int>("--timeout-ms") { Description = "How long to wait for the checkpoint", DefaultValueFactory = _ => 30000 };
+        var cmd = new Command("checkpoint", "Ask the primary daemon for a checkpoint now (operator trigger) and wait until it is done.") { runDir, timeout };
+        cmd.SetAction(async (pr, _) =>
+        {
+            string path = Path.Combine(pr.GetValue(runDir)!, "status.json");
+            var before = NodeStatus.TryRead(path);
+            if (before == null)
+            {
+                Console.Error.WriteLine($"colo checkpoint: no status at {path}");
+                return 1;
+            }
+            if (before.Role != "primary" || before.FailedOver || before.State != "protected")
+            {
+                Console.Error.WriteLine($"colo checkpoint: the daemon is {before.Role}, state {before.State}: only a protected primary checkpoints");
+                return 1;
+            }
+            if (!IsColoDaemon(before.DaemonPid) || !ChildProcess.Signal(before.DaemonPid, SigUsr1))
+            {
+                Console.Error.WriteLine($"colo checkpoint: daemon pid {before.DaemonPid} is not running");
+                return 1;
+            }
+            var watch = System.Diagnostics.Stopwatch.StartNew();
+            int limit = pr.GetValue(timeout);
+            while (watch.ElapsedMilliseconds < limit && !Lifetime.Token.IsCancellationRequested)
+            {
+                var now = NodeStatus.TryRead(path);
+                if (now != null && now.CheckpointsByReason.GetValueOrDefault("operator") > before.CheckpointsByReason.GetValueOrDefault("operator"))
+                {
+                    Console.WriteLine($"checkpoint {now.Epoch} done (pause {now.PauseMs.LastOrDefault():F1} ms)");
+                    return 0;
+                }
+                await Task.Delay(50);
+            }
+            Console.Error.WriteLine($"colo checkpoint: no operator checkpoint within {limit} ms");
+            return 1;
+        });
+        return cmd;
+    }
+
+    private static bool IsColoDaemon(int pid)
+    {
+        try
+        {
+            return pid > 0 && File.ReadAllText($"/proc/{pid}/cmdline").Contains("primary", StringComparison.Ordinal);
+        }
+        catch (IOException)
+        {
+            return false;
+        }
     }
 
     public static Command Status()

@@ -28,6 +28,7 @@ root.Subcommands.Add(DemoCommand.Create());
 root.Subcommands.Add(DaemonCommands.Primary());
 root.Subcommands.Add(DaemonCommands.Secondary());
 root.Subcommands.Add(DaemonCommands.Status());
+root.Subcommands.Add(DaemonCommands.Checkpoint());
 root.Subcommands.Add(ImageCommand.Create());
 root.Subcommands.Add(DiskCommand.Create());
 root.Subcommands.Add(DemoClientCommand.Create());

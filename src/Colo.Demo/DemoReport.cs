@@ -26,11 +26,15 @@ public sealed partial class DemoReport
     public static JsonSerializerOptions JsonOptions => DemoJson.Options;
 
     /// <summary>
-    /// Checkpoints by trigger (mismatch, timeout, queue_full, operator, periodic). Shown by <see cref="ToHumanSummary"/>;
-    /// not part of the JSON record (which has exactly the fields of the contract).
+    /// Checkpoints by trigger (mismatch, timeout, queue_full, operator, periodic); the same dictionary as
+    /// <see cref="DemoCheckpointSummary.ByReason"/> (JSON <c>checkpoints.by_reason</c>). Setting it fills in every reason.
     /// </summary>
     [JsonIgnore]
-    public Dictionary<string, int> CheckpointsByReason { get; set; } = new();
+    public Dictionary<string, int> CheckpointsByReason
+    {
+        get => Checkpoints.ByReason;
+        set => Checkpoints.ByReason = DemoCheckpointSummary.AllReasons(value);
+    }
 
     /// <summary>What was killed at <see cref="DemoFailoverSummary.KilledAtS"/>, for the human summary (e.g. "primary's QEMU"); not in the JSON.</summary>
     [JsonIgnore]
@@ -278,8 +282,8 @@ public sealed partial class DemoReport
         if (Disk != null)
             AppendDiskSummary(sb);
         sb.AppendLine(ci, $"  checkpoints:     {Checkpoints.Count}, pause p50 {Checkpoints.PauseMsP50:0.0} ms, p99 {Checkpoints.PauseMsP99:0.0} ms");
-        if (CheckpointsByReason.Count > 0)
-            sb.AppendLine(ci, $"                   by trigger: {string.Join(", ", CheckpointsByReason.OrderByDescending(kv => kv.Value).Select(kv => $"{kv.Key} {kv.Value}"))}");
+        if (CheckpointsByReason.Values.Any(v => v > 0))
+            sb.AppendLine(ci, $"                   by trigger: {string.Join(", ", CheckpointsByReason.Where(kv => kv.Value > 0).OrderByDescending(kv => kv.Value).Select(kv => $"{kv.Key} {kv.Value}"))}");
         if (Failover.KilledAtS < 0)
             sb.AppendLine("  failover:        primary not killed");
         else
@@ -380,6 +384,31 @@ public sealed class DemoCheckpointSummary
     /// <summary>99th-percentile guest pause per checkpoint, milliseconds.</summary>
     [JsonPropertyName("pause_ms_p99")]
     public double PauseMsP99 { get; set; }
+
+    /// <summary>
+    /// <see cref="Count"/> by trigger: <c>mismatch</c> (PVM and SVM output differed), <c>timeout</c> (output held longer
+    /// than the compare timeout), <c>queue_full</c> (a held-bytes bound reached), <c>operator</c> (<c>colo checkpoint</c>),
+    /// <c>periodic</c> (maximum epoch length). Every key is present.
+    /// </summary>
+    [JsonPropertyName("by_reason")]
+    public Dictionary<string, int> ByReason { get; set; } = AllReasons(null);
+
+    /// <summary>The trigger names, in report order.</summary>
+    public static readonly string[] Reasons = ["mismatch", "timeout", "queue_full", "operator", "periodic"];
+
+    /// <summary>A dictionary with every reason of <see cref="Reasons"/> (0 where <paramref name="counts"/> has none) plus any other key it has.</summary>
+    public static Dictionary<string, int> AllReasons(IReadOnlyDictionary<string, int>? counts)
+    {
+        var d = new Dictionary<string, int>();
+        foreach (var r in Reasons)
+            d[r] = counts?.GetValueOrDefault(r) ?? 0;
+        if (counts != null)
+        {
+            foreach (var (k, v) in counts)
+                d[k] = v;
+        }
+        return d;
+    }
 }
 
 /// <summary>Report section <c>failover</c>.</summary>

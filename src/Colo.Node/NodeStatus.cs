@@ -17,6 +17,9 @@ public sealed class NodeStatus
     /// <summary>Last checkpoint epoch acknowledged (0 before the initial sync).</summary>
     public ulong Epoch { get; set; }
 
+    /// <summary>PID of the daemon itself (<c>colo checkpoint</c> signals it).</summary>
+    public int DaemonPid { get; set; } = Environment.ProcessId;
+
     /// <summary>PID of the VM's QEMU that currently runs the guest (PVM on the primary, SVM on the secondary).</summary>
     public int VmPid { get; set; }
 

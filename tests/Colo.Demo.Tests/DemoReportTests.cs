@@ -73,7 +73,8 @@ public class DemoReportTests
         Assert.Equal(["ops", "errors", "continuous", "reconnects", "max_stall_ms"], root.GetProperty("redis").EnumerateObject().Select(p => p.Name));
         Assert.Equal(["requests", "errors", "max_stall_ms"], root.GetProperty("http").EnumerateObject().Select(p => p.Name));
         Assert.Equal(["requests_per_s", "errors"], root.GetProperty("redis_benchmark").EnumerateObject().Select(p => p.Name));
-        Assert.Equal(["count", "pause_ms_p50", "pause_ms_p99"], root.GetProperty("checkpoints").EnumerateObject().Select(p => p.Name));
+        Assert.Equal(["count", "pause_ms_p50", "pause_ms_p99", "by_reason"], root.GetProperty("checkpoints").EnumerateObject().Select(p => p.Name));
+        Assert.Equal(["mismatch", "timeout", "queue_full", "operator", "periodic"], root.GetProperty("checkpoints").GetProperty("by_reason").EnumerateObject().Select(p => p.Name));
         Assert.Equal(["killed_at_s", "detected_ms", "client_gap_ms"], root.GetProperty("failover").EnumerateObject().Select(p => p.Name));
         Assert.True(root.GetProperty("ok").GetBoolean());
         Assert.Equal(2500, root.GetProperty("failover").GetProperty("client_gap_ms").GetInt64());
@@ -162,7 +163,10 @@ public class DemoReportFromTests
         Assert.Equal(20, r.Failover.KilledAtS);
         r.CheckpointsByReason = new() { ["mismatch"] = 20, ["periodic"] = 5 };
         Assert.Contains("mismatch 20", r.ToHumanSummary());
-        Assert.DoesNotContain("mismatch", r.ToJson());
+        var byReason = System.Text.Json.JsonDocument.Parse(r.ToJson()).RootElement.GetProperty("checkpoints").GetProperty("by_reason");
+        Assert.Equal(20, byReason.GetProperty("mismatch").GetInt32());
+        Assert.Equal(5, byReason.GetProperty("periodic").GetInt32());
+        Assert.Equal(0, byReason.GetProperty("timeout").GetInt32());
     }
 
     [Fact]

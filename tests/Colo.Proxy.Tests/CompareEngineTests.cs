@@ -30,6 +30,22 @@ public class CompareEngineTests
     }
 
     [Fact]
+    public void Tcp_DoubleTaggedQinQ_SplitDifferently_Matched()
+    {
+        var h = new Harness();
+        (ushort, ushort)[] tags = { (0x88A8, 100), (0x8100, 42) };
+        byte[] p1 = WithVlanTags(Out(1000, 5000, ACK, B("abc")), tags);
+        byte[] p2 = WithVlanTags(Out(1003, 5000, ACK | PSH, B("defghij")), tags);
+        h.Pvm(p1);
+        h.Pvm(p2);
+        h.Svm(WithVlanTags(Out(1000, 5000, ACK | PSH, B("abcdefghij"), ipId: 99, ttl: 63), tags));
+        Assert.Equal(new[] { p1, p2 }, h.Sink.Released);
+        Assert.Empty(h.Sink.Requests);
+        Assert.Equal(1, h.Engine.ConnectionCount);
+        Assert.Equal(0, h.Engine.Counters.PvmBadFrames);
+    }
+
+    [Fact]
     public void Tcp_PvmWhole_SvmSplit_Released_NoCheckpoint()
     {
         var h = new Harness();

@@ -28,6 +28,55 @@ public class PacketViewTests
     }
 
     [Fact]
+    public void Parse_DoubleTaggedQinQ_Ipv4Tcp()
+    {
+        byte[] f = WithVlanTags(Out(7, 8, ACK, Bytes("qinq")), (0x88A8, 0x2064), (0x8100, 42));
+        Assert.True(PacketView.TryParse(f, out PacketView v, out BadFrameKind k));
+        Assert.Equal(BadFrameKind.None, k);
+        Assert.Equal(PacketKind.Tcp, v.Kind);
+        Assert.Equal(PacketView.EtherTypeIPv4, v.EtherType);
+        Assert.Equal(2, v.VlanCount);
+        Assert.Equal(0x2064, v.VlanTci); // outer tag: PCP 1, VID 100
+        Assert.Equal(22, v.L3Offset);
+        Assert.Equal(GuestIp, v.SrcIp);
+        Assert.Equal(7u, v.Seq);
+        Assert.Equal("qinq", System.Text.Encoding.ASCII.GetString(v.Payload));
+        Assert.True(Checksum.VerifyTcp(v));
+    }
+
+    [Fact]
+    public void Parse_VlanStack_BoundedAndBoundsChecked()
+    {
+        byte[] four = WithVlanTags(Out(1, 2, ACK, default), (0x88A8, 1), (0x8100, 2), (0x8100, 3), (0x8100, 4));
+        Assert.True(PacketView.TryParse(four, out PacketView v, out _));
+        Assert.Equal(PacketKind.Tcp, v.Kind);
+        Assert.Equal(PacketView.MaxVlanTags, v.VlanCount);
+
+        byte[] five = WithVlanTags(Out(1, 2, ACK, default), (0x88A8, 1), (0x8100, 2), (0x8100, 3), (0x8100, 4), (0x8100, 5));
+        Assert.False(PacketView.TryParse(five, out _, out BadFrameKind k5));
+        Assert.Equal(BadFrameKind.TooManyVlanTags, k5);
+
+        byte[] cut = WithVlanTags(Out(1, 2, ACK, default), (0x88A8, 1), (0x8100, 2)).AsSpan(0, 20).ToArray();
+        Assert.False(PacketView.TryParse(cut, out _, out BadFrameKind kc));
+        Assert.Equal(BadFrameKind.TruncatedEthernet, kc);
+
+        byte[] noIp = WithVlanTags(Out(1, 2, ACK, default), (0x8100, 1)).AsSpan(0, 30).ToArray();
+        Assert.False(PacketView.TryParse(noIp, out _, out BadFrameKind kt));
+        Assert.Equal(BadFrameKind.TruncatedIp, kt);
+    }
+
+    [Fact]
+    public void BadFrameKinds_AllFitTheCounters()
+    {
+        var h = new Harness();
+        foreach (BadFrameKind k in Enum.GetValues<BadFrameKind>())
+        {
+            Assert.True((int)k < h.Engine.Counters.badFrames.Length, k.ToString());
+        }
+        Assert.Equal(11, (int)BadFrameKind.TruncatedArp); // numeric values are stable
+    }
+
+    [Fact]
     public void Parse_EthernetPadding_IgnoredViaTotalLength()
     {
         byte[] f = Out(1, 2, ACK, Bytes("ab"));

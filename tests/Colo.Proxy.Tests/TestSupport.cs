@@ -88,6 +88,16 @@ internal static class Frames
     public static byte[] Tcp(uint src, ushort sport, uint dst, ushort dport, uint seq, uint ack, byte flags, ReadOnlySpan<byte> payload,
         byte[]? options = null, ushort ipId = 1, byte ttl = 64, ushort window = 65535, bool vlan = false)
     {
+        byte[] t = TcpHeaderAndPayload(sport, dport, seq, ack, flags, payload, options, window);
+        BinaryPrimitives.WriteUInt16BigEndian(t.AsSpan(16), RefChecksum(t, PseudoSum(src, dst, 6, t.Length)));
+        bool fromGuest = src == GuestIp;
+        return Ip(fromGuest ? GuestMac : ClientMac, fromGuest ? ClientMac : GuestMac, src, dst, 6, t, ipId, ttl, vlan);
+    }
+
+    /// <summary>A TCP header (options NOP-padded to 4 bytes) and payload, checksum field zero.</summary>
+    private static byte[] TcpHeaderAndPayload(ushort sport, ushort dport, uint seq, uint ack, byte flags, ReadOnlySpan<byte> payload,
+        byte[]? options, ushort window)
+    {
         options ??= Array.Empty<byte>();
         int optLen = (options.Length + 3) & ~3;
         var t = new byte[20 + optLen + payload.Length];
@@ -104,9 +114,7 @@ internal static class Frames
             t[i] = 1; // NOP padding
         }
         payload.CopyTo(t.AsSpan(20 + optLen));
-        BinaryPrimitives.WriteUInt16BigEndian(t.AsSpan(16), RefChecksum(t, PseudoSum(src, dst, 6, t.Length)));
-        bool fromGuest = src == GuestIp;
-        return Ip(fromGuest ? GuestMac : ClientMac, fromGuest ? ClientMac : GuestMac, src, dst, 6, t, ipId, ttl, vlan);
+        return t;
     }
 
     /// <summary>Guest → client TCP segment (what both VMs output).</summary>
@@ -158,6 +166,150 @@ internal static class Frames
     }
 
     public static byte[] Bytes(string s) => System.Text.Encoding.ASCII.GetBytes(s);
+
+    /// <summary>Inserts VLAN tags (outermost first) after the MAC addresses of an untagged frame.</summary>
+    public static byte[] WithVlanTags(byte[] frame, params (ushort Tpid, ushort Tci)[] tags)
+    {
+        var f = new byte[frame.Length + 4 * tags.Length];
+        frame.AsSpan(0, 12).CopyTo(f);
+        for (int i = 0; i < tags.Length; i++)
+        {
+            BinaryPrimitives.WriteUInt16BigEndian(f.AsSpan(12 + 4 * i), tags[i].Tpid);
+            BinaryPrimitives.WriteUInt16BigEndian(f.AsSpan(14 + 4 * i), tags[i].Tci);
+        }
+        frame.AsSpan(12).CopyTo(f.AsSpan(12 + 4 * tags.Length));
+        return f;
+    }
+
+    // ------------------------------------------------------------------ IPv6
+
+    public static readonly UInt128 GuestIp6 = new(0x2001_0DB8_0000_0000, 2);  // 2001:db8::2
+    public static readonly UInt128 ClientIp6 = new(0x2001_0DB8_0000_0000, 1); // 2001:db8::1
+
+    public const byte HopByHop = 0, Routing = 43, Fragment = 44, Esp = 50, Ah = 51, NoNext = 59, DestOpts = 60;
+
+    /// <summary>
+    /// One IPv6 extension header to build: <paramref name="Length"/> bytes in all (multiple of 8; AH: of 4, at least 8;
+    /// Fragment: 8). Next header and length bytes are filled in; options are Pad1 (zero) bytes.
+    /// </summary>
+    public readonly record struct Ext(byte Type, int Length = 8, ushort FragmentField = 0, uint FragmentId = 0);
+
+    public static uint PseudoSum6(UInt128 src, UInt128 dst, byte nextHeader, int len)
+    {
+        uint s = nextHeader + (uint)(len >> 16) + (uint)(len & 0xFFFF);
+        for (int i = 0; i < 8; i++)
+        {
+            s += (ushort)(src >> (112 - 16 * i));
+            s += (ushort)(dst >> (112 - 16 * i));
+        }
+        while (s > 0xFFFF)
+        {
+            s = (s & 0xFFFF) + (s >> 16);
+        }
+        return s;
+    }
+
+    /// <summary>An untagged IPv6 frame: header, extension headers, upper-layer bytes (checksum already set by the caller).</summary>
+    public static byte[] Ip6(UInt128 src, UInt128 dst, byte upper, ReadOnlySpan<byte> l4, Ext[]? ext = null, byte hopLimit = 64,
+        uint flowLabel = 0, byte trafficClass = 0)
+    {
+        ext ??= Array.Empty<Ext>();
+        int extLen = 0;
+        foreach (Ext e in ext)
+        {
+            extLen += e.Length;
+        }
+        bool fromGuest = src != ClientIp6;
+        var f = new byte[14 + 40 + extLen + l4.Length];
+        (fromGuest ? ClientMac : GuestMac).CopyTo(f, 0);
+        (fromGuest ? GuestMac : ClientMac).CopyTo(f, 6);
+        BinaryPrimitives.WriteUInt16BigEndian(f.AsSpan(12), 0x86DD);
+        var ip = f.AsSpan(14);
+        BinaryPrimitives.WriteUInt32BigEndian(ip, 6u << 28 | (uint)trafficClass << 20 | (flowLabel & 0xFFFFF));
+        BinaryPrimitives.WriteUInt16BigEndian(ip.Slice(4), (ushort)(extLen + l4.Length));
+        ip[6] = ext.Length > 0 ? ext[0].Type : upper;
+        ip[7] = hopLimit;
+        BinaryPrimitives.WriteUInt128BigEndian(ip.Slice(8), src);
+        BinaryPrimitives.WriteUInt128BigEndian(ip.Slice(24), dst);
+        int off = 40;
+        for (int i = 0; i < ext.Length; i++)
+        {
+            Ext e = ext[i];
+            var h = ip.Slice(off, e.Length);
+            h[0] = i + 1 < ext.Length ? ext[i + 1].Type : upper;
+            if (e.Type == Fragment)
+            {
+                BinaryPrimitives.WriteUInt16BigEndian(h.Slice(2), e.FragmentField);
+                BinaryPrimitives.WriteUInt32BigEndian(h.Slice(4), e.FragmentId);
+            }
+            else
+            {
+                h[1] = (byte)(e.Type == Ah ? e.Length / 4 - 2 : e.Length / 8 - 1);
+            }
+            off += e.Length;
+        }
+        l4.CopyTo(ip.Slice(off));
+        return f;
+    }
+
+    public static byte[] Tcp6(UInt128 src, ushort sport, UInt128 dst, ushort dport, uint seq, uint ack, byte flags, ReadOnlySpan<byte> payload,
+        byte[]? options = null, byte hopLimit = 64, uint flowLabel = 0, byte trafficClass = 0, Ext[]? ext = null, ushort window = 65535)
+    {
+        byte[] t = TcpHeaderAndPayload(sport, dport, seq, ack, flags, payload, options, window);
+        BinaryPrimitives.WriteUInt16BigEndian(t.AsSpan(16), RefChecksum(t, PseudoSum6(src, dst, 6, t.Length)));
+        return Ip6(src, dst, 6, t, ext, hopLimit, flowLabel, trafficClass);
+    }
+
+    /// <summary>Guest → client TCP segment over IPv6.</summary>
+    public static byte[] Out6(uint seq, uint ack, byte flags, ReadOnlySpan<byte> payload, byte hopLimit = 64, uint flowLabel = 0,
+        ushort port = ClientPort, byte[]? options = null, Ext[]? ext = null, byte trafficClass = 0) =>
+        Tcp6(GuestIp6, GuestPort, ClientIp6, port, seq, ack, flags, payload, options, hopLimit, flowLabel, trafficClass, ext);
+
+    public static byte[] Udp6(UInt128 src, ushort sport, UInt128 dst, ushort dport, ReadOnlySpan<byte> payload, byte hopLimit = 64,
+        uint flowLabel = 0, Ext[]? ext = null)
+    {
+        var u = new byte[8 + payload.Length];
+        BinaryPrimitives.WriteUInt16BigEndian(u, sport);
+        BinaryPrimitives.WriteUInt16BigEndian(u.AsSpan(2), dport);
+        BinaryPrimitives.WriteUInt16BigEndian(u.AsSpan(4), (ushort)u.Length);
+        payload.CopyTo(u.AsSpan(8));
+        BinaryPrimitives.WriteUInt16BigEndian(u.AsSpan(6), RefChecksum(u, PseudoSum6(src, dst, 17, u.Length)));
+        return Ip6(src, dst, 17, u, ext, hopLimit, flowLabel);
+    }
+
+    /// <summary>An ICMPv6 message (checksum bytes 2–3 computed here) from the guest.</summary>
+    public static byte[] Icmp6(ReadOnlySpan<byte> message, UInt128? dst = null, byte hopLimit = 64, uint flowLabel = 0, byte trafficClass = 0)
+    {
+        byte[] m = message.ToArray();
+        UInt128 d = dst ?? ClientIp6;
+        m[2] = 0;
+        m[3] = 0;
+        BinaryPrimitives.WriteUInt16BigEndian(m.AsSpan(2), RefChecksum(m, PseudoSum6(GuestIp6, d, 58, m.Length)));
+        return Ip6(GuestIp6, d, 58, m, null, hopLimit, flowLabel, trafficClass);
+    }
+
+    public static byte[] Icmp6EchoReply(ushort id, ushort seq, ReadOnlySpan<byte> data, byte hopLimit = 64, uint flowLabel = 0, byte trafficClass = 0)
+    {
+        var m = new byte[8 + data.Length];
+        m[0] = 129;
+        BinaryPrimitives.WriteUInt16BigEndian(m.AsSpan(4), id);
+        BinaryPrimitives.WriteUInt16BigEndian(m.AsSpan(6), seq);
+        data.CopyTo(m.AsSpan(8));
+        return Icmp6(m, null, hopLimit, flowLabel, trafficClass);
+    }
+
+    /// <summary>Neighbour advertisement (type 136) for <paramref name="target"/>, solicited + override, with a target link-layer address option.</summary>
+    public static byte[] NeighbourAdvertisement(UInt128 target, byte[]? linkLayer = null, byte hopLimit = 255, uint flowLabel = 0)
+    {
+        var m = new byte[32];
+        m[0] = 136;
+        m[4] = 0x60; // S, O
+        BinaryPrimitives.WriteUInt128BigEndian(m.AsSpan(8), target);
+        m[24] = 2; // target link-layer address
+        m[25] = 1; // 8 bytes
+        (linkLayer ?? GuestMac).CopyTo(m, 26);
+        return Icmp6(m, ClientIp6, hopLimit, flowLabel);
+    }
 }
 
 internal sealed class FakeTime : TimeProvider

@@ -175,6 +175,20 @@ public sealed class PrimaryNode
     private Task SayGoodbyeAsync(FarewellKind kind, string reason) =>
         Farewell.SendAndCloseAsync(_link, kind, reason, _proxy?.Epoch ?? 0, _log);
 
+    /// <summary>
+    /// An operator asks for a checkpoint now (<c>colo checkpoint</c>, SIGUSR1 to this daemon). Ignored unless protected;
+    /// counted as <c>operator</c> in <see cref="NodeStatus.CheckpointsByReason"/>.
+    /// </summary>
+    /// <returns>False when the VM is not protected (nothing to checkpoint into).</returns>
+    public bool RequestOperatorCheckpoint()
+    {
+        if (!_protected)
+            return false;
+        _log.LogInformation("checkpoint requested by an operator");
+        RequestCheckpoint(CheckpointReason.Operator);
+        return true;
+    }
+
     private void RequestCheckpoint(CheckpointReason reason)
     {
         lock (_triggerLock)

@@ -18,7 +18,9 @@ internal sealed class PrimaryProxy : ICompareSink, IDisposable
     private readonly Action<CheckpointReason> _requestCheckpoint;
     private readonly ILogger _log;
     private readonly CancellationTokenSource _stop = new();
+    private readonly long _maxHeldBytes;
     private volatile LinkConnection? _link;
+    private long _clientFrames, _framesToPvm, _pvmWriteFailures, _framesMirrored, _mirrorFailures, _backpressureEpisodes, _backpressureMs;
     private long _epoch;
     private Thread? _tapThread;
     private Task? _pvmTask;
@@ -31,6 +33,7 @@ internal sealed class PrimaryProxy : ICompareSink, IDisposable
         _requestCheckpoint = requestCheckpoint;
         _log = log;
         _engine = new CompareEngine(options, this, TimeProvider.System) { PassThrough = true };
+        _maxHeldBytes = options.MaxHeldBytes;
     }
 
     /// <summary>Completes when the PVM's network socket closes (QEMU gone).</summary>
@@ -90,8 +93,17 @@ internal sealed class PrimaryProxy : ICompareSink, IDisposable
 
     public Dictionary<string, long> Counters()
     {
+        Dictionary<string, long> d;
         lock (_lock)
-            return CounterSnapshot.Of(_engine.Counters);
+            d = CounterSnapshot.Of(_engine.Counters);
+        d["client_frames_in"] = Interlocked.Read(ref _clientFrames);
+        d["frames_to_pvm"] = Interlocked.Read(ref _framesToPvm);
+        d["pvm_write_failures"] = Interlocked.Read(ref _pvmWriteFailures);
+        d["frames_mirrored"] = Interlocked.Read(ref _framesMirrored);
+        d["mirror_failures"] = Interlocked.Read(ref _mirrorFailures);
+        d["pvm_backpressure_episodes"] = Interlocked.Read(ref _backpressureEpisodes);
+        d["pvm_backpressure_ms"] = Interlocked.Read(ref _backpressureMs);
+        return d;
     }
 
     void ICompareSink.Release(ReadOnlySpan<byte> frame)
@@ -110,12 +122,15 @@ internal sealed class PrimaryProxy : ICompareSink, IDisposable
 
     private void OnClientFrame(Memory<byte> frame)
     {
+        Interlocked.Increment(ref _clientFrames);
         try
         {
             _pvm.WriteFrame(frame.Span);
+            Interlocked.Increment(ref _framesToPvm);
         }
         catch (Exception e) when (e is IOException or ObjectDisposedException or System.Net.Sockets.SocketException)
         {
+            Interlocked.Increment(ref _pvmWriteFailures);
             _log.LogDebug("PVM write failed: {Error}", e.Message);
         }
         var link = _link;
@@ -126,9 +141,11 @@ internal sealed class PrimaryProxy : ICompareSink, IDisposable
                 var send = link.SendAsync(MessageType.ClientFrame, Epoch, frame);
                 if (!send.IsCompletedSuccessfully)
                     send.AsTask().GetAwaiter().GetResult();
+                Interlocked.Increment(ref _framesMirrored);
             }
             catch (Exception e)
             {
+                Interlocked.Increment(ref _mirrorFailures);
                 _log.LogDebug("mirroring a client frame failed: {Error}", e.Message);
             }
         }
@@ -139,6 +156,17 @@ internal sealed class PrimaryProxy : ICompareSink, IDisposable
         var buffer = new byte[65536];
         while (!_stop.IsCancellationRequested)
         {
+            if (OverHeldLimit())
+            {
+                try
+                {
+                    await WaitUntilDrainedAsync();
+                }
+                catch (OperationCanceledException)
+                {
+                    return;
+                }
+            }
             int n;
             try
             {
@@ -157,6 +185,32 @@ internal sealed class PrimaryProxy : ICompareSink, IDisposable
             }
             lock (_lock)
                 _engine.OnPvmFrame(buffer.AsSpan(0, n));
+        }
+    }
+
+    private bool OverHeldLimit()
+    {
+        lock (_lock)
+            return !_engine.PassThrough && _engine.Counters.HeldBytes > _maxHeldBytes;
+    }
+
+    /// <summary>
+    /// Backpressure: while the engine holds more than its bound (a QueueFull checkpoint is already requested), the PVM's
+    /// socket is not read, so QEMU stops taking frames from the guest's transmit ring instead of our memory growing.
+    /// Ends when a checkpoint commit releases the held output, or the secondary is lost (pass-through).
+    /// </summary>
+    private async Task WaitUntilDrainedAsync()
+    {
+        Interlocked.Increment(ref _backpressureEpisodes);
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        try
+        {
+            while (OverHeldLimit())
+                await Task.Delay(5, _stop.Token);
+        }
+        finally
+        {
+            Interlocked.Add(ref _backpressureMs, watch.ElapsedMilliseconds);
         }
     }
 

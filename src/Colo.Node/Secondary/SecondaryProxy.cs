@@ -168,6 +168,8 @@ internal sealed class SecondaryProxy : IDisposable
                 ["queued_frames_dropped"] = _droppedQueued,
                 ["svm_rarp_dropped"] = _rarpDropped,
                 ["rewriter_connections"] = _rewriter.ConnectionCount,
+                ["rewriter_rewritten_frames"] = _rewriter.RewrittenFrames,
+                ["rewriter_evictions"] = _rewriter.Evictions,
             };
         }
     }

@@ -12,9 +12,16 @@ namespace Colo.Proxy;
 /// Not thread-safe: the caller serialises every call (one lock). <see cref="ICompareSink"/> callbacks run inside
 /// these calls. After warm-up the per-frame path does not allocate (frames and stream bytes live in pooled buffers).
 /// Design after QEMU net/colo-compare.c (per-connection queues, TCP compared by sequence range) but comparing TCP as
-/// a byte stream so different segmentation on the two sides still matches.
+/// a byte stream so different segmentation on the two sides still matches. IPv4 and IPv6 (extension headers walked,
+/// stacked VLAN tags skipped) take the same paths: TCP connections are keyed by 128-bit addresses (IPv4 mapped to
+/// ::ffff:a.b.c.d). Non-TCP frames are paired first-in first-out per flow (kind, addresses, ports) and compared by the
+/// parts that must agree: the UDP payload; the whole ICMP message; ICMPv6 type, code and everything after the checksum
+/// (echo id/seq/data, neighbour-discovery target and options); the ARP packet; IP fragments and other IP protocols
+/// byte-exact over the IP payload (IPv4 id, IPv6 fragment identification ignored); unknown ethertypes and malformed
+/// frames byte-exact. IPv4 TTL/id/header checksum, IPv6 hop limit/flow label/traffic class and TCP/UDP/ICMPv6
+/// checksums are never compared (the ICMP checksum only as part of its message).
 /// </remarks>
-public sealed class CompareEngine
+public sealed partial class CompareEngine
 {
     private const TcpFlags SynAckMask = TcpFlags.Syn | TcpFlags.Ack;
 
@@ -56,6 +63,7 @@ public sealed class CompareEngine
             throw new ArgumentOutOfRangeException(nameof(options), "CompareTimeout must be positive.");
         }
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(options.MaxHeldBytes, "options.MaxHeldBytes");
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(options.MaxHeldBytesPerConnection, "options.MaxHeldBytesPerConnection");
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(options.MaxConnections, "options.MaxConnections");
         ArgumentOutOfRangeException.ThrowIfNegative(options.MaxOutOfOrderSegments, "options.MaxOutOfOrderSegments");
         _options = options;
@@ -122,18 +130,17 @@ public sealed class CompareEngine
             {
                 Counters.pvmBadFrames++;
                 Counters.badFrames[(int)bad]++;
-                FlowKey bk = new((byte)PacketKind.Other, 0xFF, 0, 0, 0, 0, 0);
-                PvmOther(frame, bk, 0, frame.Length, now);
+                PvmOther(frame, BadFrameKey, new CompareRegion(0, frame.Length), now);
                 return;
             }
-            if (v.Kind == PacketKind.Tcp)
+            if (v.IsTcp)
             {
                 PvmTcp(in v, now);
             }
             else
             {
-                GetOtherKey(in v, out FlowKey key, out int off, out int len);
-                PvmOther(frame, key, off, len, now);
+                GetOtherKey(in v, out FlowKey key, out CompareRegion region);
+                PvmOther(frame, key, in region, now);
             }
         }
         catch (Exception)
@@ -161,26 +168,17 @@ public sealed class CompareEngine
             {
                 Counters.svmBadFrames++;
                 Counters.badFrames[(int)bad]++;
-                FlowKey bk = new((byte)PacketKind.Other, 0xFF, 0, 0, 0, 0, 0);
-                if (_flows.TryGetValue(bk, out OtherFlow? bf) && bf.Svm.IsEmpty && bf.Pvm.Head is { } ph && ph.Key.SequenceEqual(frame))
-                {
-                    ReleaseOtherHead(bf);
-                    RemoveFlowIfEmpty(bf);
-                }
-                else
-                {
-                    Counters.svmDropped++;
-                }
+                SvmBad(frame);
                 return;
             }
-            if (v.Kind == PacketKind.Tcp)
+            if (v.IsTcp)
             {
                 SvmTcp(in v, now);
             }
             else
             {
-                GetOtherKey(in v, out FlowKey key, out int off, out int len);
-                SvmOther(frame, key, off, len, now);
+                GetOtherKey(in v, out FlowKey key, out CompareRegion region);
+                SvmOther(frame, key, in region, now);
             }
         }
         catch (Exception)
@@ -200,6 +198,19 @@ public sealed class CompareEngine
         {
             return;
         }
+        try
+        {
+            Tick();
+        }
+        catch (Exception)
+        {
+            // Never let a bug stop the timeout checks; counted (InternalErrors) and the next tick runs again.
+            Counters.internalErrors++;
+        }
+    }
+
+    private void Tick()
+    {
         long now = _time.GetTimestamp();
         if (!_requested[(int)CheckpointReason.Timeout])
         {
@@ -308,7 +319,7 @@ public sealed class CompareEngine
             TcpConnection c = kv.Value;
             c.SvmOoo = default;
             c.SvmOooCount = 0;
-            SubHeld(c.Ahead.Clear());
+            SubHeld(c.Ahead.Clear(), c);
             RemovePending(c);
             long closedAt = c.ClosedAt;
             c.ResetCompareState();
@@ -374,7 +385,7 @@ public sealed class CompareEngine
 
     private void PvmTcp(in PacketView v, long now)
     {
-        ConnKey key = new(v.SrcIp, v.DstIp, v.SrcPort, v.DstPort);
+        ConnKey key = new(v.SrcAddress, v.DstAddress, v.SrcPort, v.DstPort, v.IsIPv6);
         TcpConnection c = GetConn(key, now);
         bool syn = v.Has(TcpFlags.Syn);
         if (syn && c.ClosedAt != 0 && c.Held.IsEmpty)
@@ -415,7 +426,12 @@ public sealed class CompareEngine
         }
         else if ((fl & TcpFlags.Rst) != 0)
         {
+            if (c.SvmRst && c.SvmRstSeq != f.Seq)
+            {
+                Mismatch(c);
+            }
             c.PvmRst = true;
+            c.PvmRstSeq = f.Seq;
         }
         else
         {
@@ -434,7 +450,7 @@ public sealed class CompareEngine
 
     private void SvmTcp(in PacketView v, long now)
     {
-        ConnKey key = new(v.SrcIp, v.DstIp, v.SrcPort, v.DstPort);
+        ConnKey key = new(v.SrcAddress, v.DstAddress, v.SrcPort, v.DstPort, v.IsIPv6);
         TcpConnection c = GetConn(key, now);
         if (v.Has(TcpFlags.Syn) && c.ClosedAt != 0 && c.Held.IsEmpty)
         {
@@ -453,7 +469,12 @@ public sealed class CompareEngine
         }
         else if (v.Has(TcpFlags.Rst))
         {
+            if (c.PvmRst && c.PvmRstSeq != v.Seq)
+            {
+                Mismatch(c);
+            }
             c.SvmRst = true;
+            c.SvmRstSeq = v.Seq;
         }
         else if (v.PayloadLength > 0 || v.Has(TcpFlags.Fin))
         {
@@ -550,11 +571,16 @@ public sealed class CompareEngine
             // Out of order: keep a copy (bounded) until the gap fills.
             if (c.SvmOooCount >= _options.MaxOutOfOrderSegments || Counters.heldBytes > 2 * _options.MaxHeldBytes)
             {
+                // The SVM's stream now has a gap it cannot fill: only a checkpoint brings the two sides together again.
                 Counters.svmDropped++;
+                if (!_requested[(int)CheckpointReason.QueueFull])
+                    LastCause = $"queue full: out-of-order SVM segment dropped on tcp {Describe(c.Key)}";
+                Request(CheckpointReason.QueueFull);
                 return;
             }
             HeldFrame o = RentFrame(frame, now);
             o.Owner = c;
+            AddConnHeld(c, o.Length);
             o.Seq = seq;
             o.Flags = fin ? TcpFlags.Fin : TcpFlags.None;
             o.PayloadOffset = OffsetOf(frame, payload);
@@ -646,8 +672,14 @@ public sealed class CompareEngine
                 Mismatch(c);
                 return;
             }
-            SubHeld(c.Ahead.Consume(n));
+            SubHeld(c.Ahead.Consume(n), c);
             Counters.matchedBytes += n;
+            if (pvm && n > 0)
+            {
+                // The PVM caught up with part of what the SVM sent ahead: that output is matched, so the compare timeout
+                // restarts for the rest (re-added at the tail of the pending list by UpdatePending).
+                RemovePending(c);
+            }
             mine += (uint)n;
             data = data.Slice(n);
         }
@@ -668,7 +700,7 @@ public sealed class CompareEngine
             Mismatch(c);
             return;
         }
-        AddHeld(c.Ahead.Append(data));
+        AddHeld(c.Ahead.Append(data), c);
         mine += (uint)data.Length;
     }
 
@@ -678,7 +710,7 @@ public sealed class CompareEngine
             LastCause = $"tcp mismatch on {Describe(c.Key)} (pvm end {c.PvmEnd}, svm end {c.SvmEnd}, pvm fin {c.PvmFinSet}, svm fin {c.SvmFinSet})";
         Counters.mismatches++;
         c.Diverged = true;
-        SubHeld(c.Ahead.Clear());
+        SubHeld(c.Ahead.Clear(), c);
         Request(CheckpointReason.Mismatch);
     }
 
@@ -734,7 +766,7 @@ public sealed class CompareEngine
         }
         if ((fl & TcpFlags.Rst) != 0)
         {
-            return c.SvmRst;
+            return c.SvmRst && c.SvmRstSeq == h.Seq;
         }
         if (c.Diverged)
         {
@@ -838,6 +870,7 @@ public sealed class CompareEngine
             }
         }
         c = _connPool.Count > 0 ? _connPool.Pop() : new TcpConnection();
+        c.HeldBytes = 0;
         c.Key = key;
         c.ResetAll();
         c.LastActivity = now;
@@ -849,7 +882,7 @@ public sealed class CompareEngine
     private void ResetConn(TcpConnection c)
     {
         FreeSvmOoo(c);
-        SubHeld(c.Ahead.Clear());
+        SubHeld(c.Ahead.Clear(), c);
         RemovePending(c);
         c.PvmOooCount = 0;
         c.ResetAll();
@@ -905,140 +938,11 @@ public sealed class CompareEngine
     {
         _conns.Remove(c.Key);
         FreeSvmOoo(c);
-        SubHeld(c.Ahead.Clear());
+        SubHeld(c.Ahead.Clear(), c);
         RemovePending(c);
         c.Held = default;
         _connPool.Push(c);
         Counters.connections = _conns.Count;
-    }
-
-    // ---------------------------------------------------------------- non-TCP
-
-    private static void GetOtherKey(in PacketView v, out FlowKey key, out int off, out int len)
-    {
-        switch (v.Kind)
-        {
-            case PacketKind.Arp:
-                key = new FlowKey((byte)PacketKind.Arp, 0, v.EtherType, 0, 0, 0, 0);
-                off = v.PayloadOffset;
-                len = v.PayloadLength;
-                break;
-            case PacketKind.Icmp:
-                key = new FlowKey((byte)PacketKind.Icmp, v.Protocol, v.EtherType, v.SrcIp, v.DstIp, 0, 0);
-                off = v.PayloadOffset;
-                len = v.PayloadLength;
-                break;
-            case PacketKind.Udp:
-                key = new FlowKey((byte)PacketKind.Udp, v.Protocol, v.EtherType, v.SrcIp, v.DstIp, v.SrcPort, v.DstPort);
-                off = v.PayloadOffset;
-                len = v.PayloadLength;
-                break;
-            case PacketKind.OtherIPv4:
-                // Protocol and addresses are in the key; IP id, TTL and checksum are ignored. Fragments carry their
-                // fragment field in the key so the same fragment of both sides pairs up.
-                key = new FlowKey((byte)PacketKind.OtherIPv4, v.Protocol, v.FragmentField, v.SrcIp, v.DstIp, 0, 0);
-                off = v.PayloadOffset;
-                len = v.PayloadLength;
-                break;
-            default:
-                key = new FlowKey((byte)PacketKind.Other, 0, v.EtherType, 0, 0, 0, 0);
-                off = 0;
-                len = v.Frame.Length;
-                break;
-        }
-    }
-
-    private void PvmOther(ReadOnlySpan<byte> frame, FlowKey key, int off, int len, long now)
-    {
-        OtherFlow? flow = GetFlow(key);
-        if (flow.Pvm.IsEmpty && flow.Svm.Head is { } s)
-        {
-            if (s.Key.SequenceEqual(frame.Slice(off, len)))
-            {
-                flow.Svm.Dequeue();
-                _svmHeld.Remove(s);
-                ReturnFrame(s);
-                Counters.matchedFrames++;
-                Counters.releasedFrames++;
-                _sink.Release(frame);
-                RemoveFlowIfEmpty(flow);
-                return;
-            }
-            if (!_requested[(int)CheckpointReason.Mismatch])
-                LastCause = $"mismatch on {Describe(flow.Key)}";
-            Counters.mismatches++;
-            Request(CheckpointReason.Mismatch);
-        }
-        HeldFrame f = Hold(frame, now, flow);
-        f.KeyOffset = off;
-        f.KeyLength = len;
-        flow.Pvm.Enqueue(f);
-    }
-
-    private void SvmOther(ReadOnlySpan<byte> frame, FlowKey key, int off, int len, long now)
-    {
-        OtherFlow flow = GetFlow(key);
-        if (flow.Svm.IsEmpty && flow.Pvm.Head is { } p)
-        {
-            if (p.Key.SequenceEqual(frame.Slice(off, len)))
-            {
-                ReleaseOtherHead(flow);
-                RemoveFlowIfEmpty(flow);
-                return;
-            }
-            if (!_requested[(int)CheckpointReason.Mismatch])
-                LastCause = $"mismatch on {Describe(flow.Key)}";
-            Counters.mismatches++;
-            Request(CheckpointReason.Mismatch);
-        }
-        if (Counters.heldBytes > 2 * _options.MaxHeldBytes)
-        {
-            Counters.svmDropped++;
-            RemoveFlowIfEmpty(flow);
-            return;
-        }
-        HeldFrame f = RentFrame(frame, now);
-        f.Owner = flow;
-        f.KeyOffset = off;
-        f.KeyLength = len;
-        flow.Svm.Enqueue(f);
-        _svmHeld.Add(f);
-    }
-
-    private void ReleaseOtherHead(OtherFlow flow)
-    {
-        HeldFrame h = flow.Pvm.Dequeue()!;
-        _pvmHeld.Remove(h);
-        Counters.matchedFrames++;
-        ReleaseAndReturn(h);
-    }
-
-    private OtherFlow GetFlow(FlowKey key)
-    {
-        if (_flows.TryGetValue(key, out OtherFlow? f))
-        {
-            return f;
-        }
-        if (_flows.Count >= _options.MaxConnections)
-        {
-            Counters.connectionTableOverflows++;
-            Request(CheckpointReason.QueueFull);
-        }
-        f = _flowPool.Count > 0 ? _flowPool.Pop() : new OtherFlow();
-        f.Key = key;
-        _flows.Add(key, f);
-        Counters.flows = _flows.Count;
-        return f;
-    }
-
-    private void RemoveFlowIfEmpty(OtherFlow f)
-    {
-        if (f.Pvm.IsEmpty && f.Svm.IsEmpty)
-        {
-            _flows.Remove(f.Key);
-            _flowPool.Push(f);
-            Counters.flows = _flows.Count;
-        }
     }
 
     // ---------------------------------------------------------------- held frames
@@ -1060,6 +964,10 @@ public sealed class CompareEngine
     {
         HeldFrame f = RentFrame(frame, now);
         f.Owner = owner;
+        if (owner is TcpConnection tc)
+        {
+            AddConnHeld(tc, f.Length);
+        }
         f.Ordinal = _nextOrdinal++;
         _pvmHeld.Add(f);
         Counters.heldFrames++;
@@ -1068,7 +976,7 @@ public sealed class CompareEngine
 
     private void ReturnFrame(HeldFrame f)
     {
-        SubHeld(f.Length);
+        SubHeld(f.Length, f.Owner as TcpConnection);
         ArrayPool<byte>.Shared.Return(f.Buffer);
         f.Buffer = Array.Empty<byte>();
         f.Owner = null;
@@ -1124,7 +1032,7 @@ public sealed class CompareEngine
         foreach (KeyValuePair<ConnKey, TcpConnection> kv in _conns)
         {
             TcpConnection c = kv.Value;
-            SubHeld(c.Ahead.Clear());
+            SubHeld(c.Ahead.Clear(), c);
             c.Held = default;
             c.SvmOoo = default;
             c.SvmOooCount = 0;
@@ -1164,7 +1072,31 @@ public sealed class CompareEngine
         }
     }
 
-    private void SubHeld(long n) => Counters.heldBytes -= n;
+    private void SubHeld(long n, TcpConnection? c = null)
+    {
+        Counters.heldBytes -= n;
+        if (c is not null)
+        {
+            c.HeldBytes -= n;
+        }
+    }
+
+    private void AddHeld(long n, TcpConnection c)
+    {
+        AddHeld(n);
+        AddConnHeld(c, n);
+    }
+
+    /// <summary>Counts <paramref name="n"/> more bytes against <paramref name="c"/>'s own bound (the global count is kept by <see cref="AddHeld(long)"/>).</summary>
+    private void AddConnHeld(TcpConnection c, long n)
+    {
+        c.HeldBytes += n;
+        if (c.HeldBytes > _options.MaxHeldBytesPerConnection && !_requested[(int)CheckpointReason.QueueFull])
+        {
+            LastCause = $"queue full: tcp {Describe(c.Key)} holds {c.HeldBytes} bytes (limit {_options.MaxHeldBytesPerConnection})";
+            Request(CheckpointReason.QueueFull);
+        }
+    }
 
     private void Request(CheckpointReason reason)
     {
@@ -1175,36 +1107,6 @@ public sealed class CompareEngine
         _requested[(int)reason] = true;
         Counters.checkpointRequests[(int)reason]++;
         _sink.RequestCheckpoint(reason);
-    }
-
-    /// <summary>
-    /// Why the engine last requested a checkpoint (mismatch or timeout), in words, e.g.
-    /// "tcp mismatch on 10.0.0.2:80-10.0.0.9:4711 (...)". For logs; set only on that rare path.
-    /// </summary>
-    public string? LastCause { get; private set; }
-
-    private static string Ip(uint a) => $"{a >> 24}.{(a >> 16) & 255}.{(a >> 8) & 255}.{a & 255}";
-
-    private static string Describe(ConnKey k) => $"{Ip(k.GuestIp)}:{k.GuestPort}-{Ip(k.PeerIp)}:{k.PeerPort}";
-
-    private static string Describe(FlowKey k) =>
-        $"{(PacketKind)k.Kind} flow proto {k.Protocol} ethertype 0x{k.EtherType:x4} {Ip(k.Src)}:{k.SrcPort}->{Ip(k.Dst)}:{k.DstPort}";
-
-    private string DescribeTimeout(long oldest)
-    {
-        static string Owner(object? o) => o switch
-        {
-            TcpConnection c => "tcp " + Describe(c.Key),
-            OtherFlow f => Describe(f.Key),
-            _ => "unknown",
-        };
-        if (_pvmHeld.Head is { } p && p.Arrival == oldest)
-            return "timeout: PVM output unmatched on " + Owner(p.Owner);
-        if (_svmHeld.Head is { } s && s.Arrival == oldest)
-            return "timeout: SVM-only output on " + Owner(s.Owner);
-        if (_pendHead is { } c)
-            return "timeout: waiting for the SVM's ACK on tcp " + Describe(c.Key);
-        return "timeout";
     }
 
     private long ToTicks(TimeSpan t) => (long)(t.TotalSeconds * _time.TimestampFrequency);

@@ -48,6 +48,13 @@ public sealed class CompareOptions
     public long MaxHeldBytes { get; set; } = 64L * 1024 * 1024;
 
     /// <summary>
+    /// Per-connection bound, in bytes, on the connection's held PVM frames, buffered SVM segments and stream-buffer
+    /// capacity. Exceeding it requests a <see cref="CheckpointReason.QueueFull"/> checkpoint (nothing is dropped), so one
+    /// bulk transfer cannot take the whole <see cref="MaxHeldBytes"/>. Default 16 MiB; must be positive.
+    /// </summary>
+    public long MaxHeldBytesPerConnection { get; set; } = 16L * 1024 * 1024;
+
+    /// <summary>
     /// Bound on tracked TCP connections and on non-TCP flows with held frames. When full, closed and then idle
     /// connections with nothing held are evicted; if none can be evicted the table grows temporarily and a
     /// <see cref="CheckpointReason.QueueFull"/> checkpoint is requested. Default 65536; must be positive.
@@ -75,7 +82,8 @@ public sealed class CompareCounters
         connectionsEvicted, connectionTableOverflows, svmDropped, svmIgnored, commits, internalErrors,
         pvmBadFrames, svmBadFrames, mismatches;
     internal readonly long[] checkpointRequests = new long[5];
-    internal readonly long[] badFrames = new long[16];
+    // Indexed by (int)BadFrameKind; room for kinds appended later (a test checks every kind fits).
+    internal readonly long[] badFrames = new long[32];
 
     /// <summary>PVM frames received (OnPvmFrame calls).</summary>
     public long PvmFrames => Volatile.Read(ref pvmFrames);

@@ -20,19 +20,47 @@ internal static class SeqMath
     public static uint Max(uint a, uint b) => Gt(a, b) ? a : b;
 }
 
-/// <summary>TCP connection key, oriented from the guest: guest ip/port, peer ip/port.</summary>
-internal readonly record struct ConnKey(uint GuestIp, uint PeerIp, ushort GuestPort, ushort PeerPort)
+/// <summary>Folds 128-bit addresses and ports into a hash code (multiply-xor; no allocation, no loops).</summary>
+internal static class KeyHash
 {
-    public override int GetHashCode() =>
-        (int)(GuestIp * 0x9E3779B1u ^ PeerIp * 0x85EBCA77u ^ ((uint)GuestPort << 16 | PeerPort) * 0xC2B2AE3Du);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int Of(UInt128 a, UInt128 b, uint ports, uint extra)
+    {
+        ulong h = (ulong)a * 0x9E3779B97F4A7C15UL
+            ^ (ulong)(a >> 64) * 0xC2B2AE3D27D4EB4FUL
+            ^ (ulong)b * 0x165667B19E3779F9UL
+            ^ (ulong)(b >> 64) * 0x85EBCA77C2B2AE63UL
+            ^ (ports | (ulong)extra << 32) * 0x27D4EB2F165667C5UL;
+        return (int)(h ^ (h >> 32));
+    }
 }
 
-/// <summary>Non-TCP flow key: what kind of packet plus addresses/ports that identify a pairing queue.</summary>
-internal readonly record struct FlowKey(byte Kind, byte Protocol, ushort EtherType, uint Src, uint Dst, ushort SrcPort, ushort DstPort)
+/// <summary>
+/// TCP connection key, oriented from the guest: guest address/port, peer address/port. Addresses are 128-bit: IPv6 as
+/// is, IPv4 mapped to ::ffff:a.b.c.d; <see cref="IPv6"/> keeps an IPv6 packet that carries an IPv4-mapped address
+/// apart from IPv4.
+/// </summary>
+internal readonly record struct ConnKey(UInt128 GuestIp, UInt128 PeerIp, ushort GuestPort, ushort PeerPort, bool IPv6)
 {
+    public bool Equals(ConnKey other) =>
+        GuestIp == other.GuestIp && PeerIp == other.PeerIp && GuestPort == other.GuestPort && PeerPort == other.PeerPort && IPv6 == other.IPv6;
+
+    public override int GetHashCode() => KeyHash.Of(GuestIp, PeerIp, (uint)GuestPort << 16 | PeerPort, IPv6 ? 1u : 0u);
+}
+
+/// <summary>
+/// Non-TCP flow key: what kind of packet plus addresses/ports that identify a pairing queue. Addresses are 128-bit
+/// (IPv4 mapped to ::ffff:a.b.c.d; the kind tells the family). <see cref="EtherType"/> holds the ethertype, or the
+/// fragment field for IP fragments.
+/// </summary>
+internal readonly record struct FlowKey(byte Kind, byte Protocol, ushort EtherType, UInt128 Src, UInt128 Dst, ushort SrcPort, ushort DstPort)
+{
+    public bool Equals(FlowKey other) =>
+        Src == other.Src && Dst == other.Dst && SrcPort == other.SrcPort && DstPort == other.DstPort &&
+        Kind == other.Kind && Protocol == other.Protocol && EtherType == other.EtherType;
+
     public override int GetHashCode() =>
-        (int)(Src * 0x9E3779B1u ^ Dst * 0x85EBCA77u ^ ((uint)SrcPort << 16 | DstPort) * 0xC2B2AE3Du
-              ^ ((uint)Kind << 24 | (uint)Protocol << 16 | EtherType));
+        KeyHash.Of(Src, Dst, (uint)SrcPort << 16 | DstPort, (uint)Kind << 24 | (uint)Protocol << 16 | EtherType);
 }
 
 /// <summary>A held frame or buffered segment, pooled. Buffer is rented from <see cref="ArrayPool{T}.Shared"/>.</summary>
@@ -58,9 +86,12 @@ internal sealed class HeldFrame
     public int PayloadLength;
     public bool NotAppended;
 
-    // Non-TCP compare region inside Buffer.
+    // Non-TCP compare region inside Buffer, and a hole in it that is not compared (relative offset and length;
+    // length 0: none), e.g. the ICMPv6 checksum or an IPv6 fragment's identification.
     public int KeyOffset;
     public int KeyLength;
+    public int KeyHoleOffset;
+    public int KeyHoleLength;
 
     public ReadOnlySpan<byte> Span => new(Buffer, 0, Length);
     public ReadOnlySpan<byte> Key => new(Buffer, KeyOffset, KeyLength);
@@ -219,6 +250,10 @@ internal struct ByteRing
     /// <summary>True when the first <c>data.Length</c> bytes equal <paramref name="data"/> (requires Count ≥ length).</summary>
     public readonly bool StartsWith(ReadOnlySpan<byte> data)
     {
+        if (data.IsEmpty)
+        {
+            return true; // also when the ring has no buffer yet (only a FIN put one side ahead)
+        }
         int first = Math.Min(data.Length, _buf!.Length - _head);
         if (!_buf.AsSpan(_head, first).SequenceEqual(data.Slice(0, first)))
         {
@@ -283,6 +318,8 @@ internal sealed class TcpConnection
 
     public long LastActivity;
     public long ClosedAt;            // 0 = open
+    public long HeldBytes;           // this connection's share of the held bytes (frames + ahead-bytes capacity)
+    public uint PvmRstSeq, SvmRstSeq; // sequence number of each side's RST (valid when PvmRst / SvmRst)
 
     // PVM-side state snapshot taken by MarkCheckpoint.
     public long MarkSerial;

@@ -76,33 +76,60 @@ public static class Checksum
         return Finish(sum);
     }
 
-    /// <summary>Recomputes and stores the TCP checksum of a parsed TCP frame.</summary>
+    /// <summary>
+    /// Computes a TCP/UDP/ICMPv6 checksum over the IPv6 pseudo-header (RFC 8200 section 8.1) and
+    /// <paramref name="segment"/>, treating the 2 bytes at <paramref name="checksumOffset"/> as zero.
+    /// </summary>
+    /// <param name="addresses">The 32 bytes of source then destination address (bytes 8–39 of the IPv6 header).</param>
+    /// <param name="nextHeader">Upper-layer protocol (6 TCP, 17 UDP, 58 ICMPv6).</param>
+    /// <param name="segment">Upper-layer header and payload.</param>
+    /// <param name="checksumOffset">Offset of the checksum field inside the segment (16 TCP, 6 UDP, 2 ICMPv6).</param>
+    /// <returns>The checksum (host order).</returns>
+    /// <exception cref="ArgumentException"><paramref name="addresses"/> is not 32 bytes.</exception>
+    public static ushort TransportIPv6(ReadOnlySpan<byte> addresses, byte nextHeader, ReadOnlySpan<byte> segment, int checksumOffset)
+    {
+        if (addresses.Length != 32)
+        {
+            throw new ArgumentException("IPv6 source and destination address must be 32 bytes.", nameof(addresses));
+        }
+        ulong sum = Sum(addresses, nextHeader + (ulong)segment.Length);
+        sum = Sum(segment.Slice(0, checksumOffset), sum);
+        sum = Sum(segment.Slice(checksumOffset + 2), sum);
+        return Finish(sum);
+    }
+
+    /// <summary>Recomputes and stores the TCP checksum of a parsed TCP frame (IPv4 or IPv6).</summary>
     /// <param name="frame">The frame, writable; must be the bytes <paramref name="view"/> was parsed from.</param>
-    /// <param name="view">A view with <see cref="PacketView.Kind"/> = <see cref="PacketKind.Tcp"/>.</param>
+    /// <param name="view">A view with <see cref="PacketView.IsTcp"/>.</param>
     /// <exception cref="ArgumentException">The view is not TCP.</exception>
     public static void RecomputeTcp(Span<byte> frame, in PacketView view)
     {
-        if (view.Kind != PacketKind.Tcp)
+        if (!view.IsTcp)
         {
             throw new ArgumentException("Not a TCP frame.", nameof(view));
         }
         int len = view.L3Offset + view.IpTotalLength - view.L4Offset;
         Span<byte> seg = frame.Slice(view.L4Offset, len);
-        ushort c = Transport(view.SrcIp, view.DstIp, PacketView.ProtocolTcp, seg, 16);
+        ushort c = view.Kind == PacketKind.Tcp6
+            ? TransportIPv6(frame.Slice(view.L3Offset + 8, 32), PacketView.ProtocolTcp, seg, 16)
+            : Transport(view.SrcIp, view.DstIp, PacketView.ProtocolTcp, seg, 16);
         BinaryPrimitives.WriteUInt16BigEndian(seg.Slice(16, 2), c);
     }
 
-    /// <summary>True when the stored TCP checksum of a parsed TCP frame is correct.</summary>
+    /// <summary>True when the stored TCP checksum of a parsed TCP frame (IPv4 or IPv6) is correct.</summary>
     /// <param name="view">A TCP view.</param>
     /// <returns>True when valid; false when wrong or when the view is not TCP.</returns>
     public static bool VerifyTcp(in PacketView view)
     {
-        if (view.Kind != PacketKind.Tcp)
+        if (!view.IsTcp)
         {
             return false;
         }
         ReadOnlySpan<byte> seg = view.TcpSegment;
-        ulong sum = (ulong)view.SrcIp + view.DstIp + PacketView.ProtocolTcp + (ulong)seg.Length;
+        ulong sum = PacketView.ProtocolTcp + (ulong)seg.Length;
+        sum = view.Kind == PacketKind.Tcp6
+            ? Sum(view.Frame.Slice(view.L3Offset + 8, 32), sum)
+            : sum + view.SrcIp + view.DstIp;
         return Finish(Sum(seg, sum)) == 0;
     }
 

@@ -25,10 +25,16 @@ public sealed class SequenceRewriter
         public long LastActivity;
     }
 
-    private readonly record struct Key(uint GuestIp, uint PeerIp, ushort GuestPort, ushort PeerPort)
+    /// <summary>Connection key: 128-bit addresses (IPv4 as ::ffff:a.b.c.d) and ports; <paramref name="IPv6"/> keeps a v4-mapped IPv6 packet apart from IPv4.</summary>
+    private readonly record struct Key(UInt128 GuestIp, UInt128 PeerIp, ushort GuestPort, ushort PeerPort, bool IPv6)
     {
-        public override int GetHashCode() =>
-            (int)(GuestIp * 0x9E3779B1u ^ PeerIp * 0x85EBCA77u ^ ((uint)GuestPort << 16 | PeerPort) * 0xC2B2AE3Du);
+        public override int GetHashCode()
+        {
+            ulong h = (ulong)GuestIp * 0x9E3779B97F4A7C15UL ^ (ulong)(GuestIp >> 64) * 0xC2B2AE3D27D4EB4FUL
+                ^ (ulong)PeerIp * 0x165667B19E3779F9UL ^ (ulong)(PeerIp >> 64) * 0x85EBCA77C2B2AE63UL
+                ^ ((ulong)GuestPort << 17 | (ulong)PeerPort << 1 | (IPv6 ? 1UL : 0UL)) * 0x27D4EB2F165667C5UL;
+            return (int)(h ^ h >> 32);
+        }
     }
 
     private readonly Dictionary<Key, Entry> _table = new();
@@ -79,11 +85,11 @@ public sealed class SequenceRewriter
     /// <param name="frame">The frame, modified in place.</param>
     public void RewriteFromClient(Span<byte> frame)
     {
-        if (!PacketView.TryParse(frame, out PacketView v, out _) || v.Kind != PacketKind.Tcp)
+        if (!PacketView.TryParse(frame, out PacketView v, out _) || !v.IsTcp)
         {
             return;
         }
-        Key key = new(v.DstIp, v.SrcIp, v.DstPort, v.SrcPort);
+        Key key = new(v.DstAddress, v.SrcAddress, v.DstPort, v.SrcPort, v.IsIPv6);
         if (!_table.TryGetValue(key, out Entry? e))
         {
             return;
@@ -131,6 +137,9 @@ public sealed class SequenceRewriter
         uint newAck = oldAck - off;
         BinaryPrimitives.WriteUInt32BigEndian(tcp.Slice(8, 4), newAck);
         ck = Checksum.Update32(ck, oldAck, newAck);
+        // The incremental update works on 16-bit words; SACK blocks after an odd number of option bytes (e.g. a single
+        // NOP) are not word-aligned, and then the checksum is recomputed instead (rare: stacks align SACK).
+        bool oddSack = ((v.SackOffset - v.L4Offset) & 1) != 0;
         for (int i = 0; i < v.SackBlockCount; i++)
         {
             Span<byte> edge = frame.Slice(v.SackOffset + i * 8, 8);
@@ -138,10 +147,17 @@ public sealed class SequenceRewriter
             uint r = BinaryPrimitives.ReadUInt32BigEndian(edge.Slice(4));
             BinaryPrimitives.WriteUInt32BigEndian(edge, l - off);
             BinaryPrimitives.WriteUInt32BigEndian(edge.Slice(4), r - off);
-            ck = Checksum.Update32(ck, l, l - off);
-            ck = Checksum.Update32(ck, r, r - off);
+            if (!oddSack)
+            {
+                ck = Checksum.Update32(ck, l, l - off);
+                ck = Checksum.Update32(ck, r, r - off);
+            }
         }
         BinaryPrimitives.WriteUInt16BigEndian(tcp.Slice(16, 2), ck);
+        if (oddSack && v.SackBlockCount > 0)
+        {
+            Checksum.RecomputeTcp(frame, v);
+        }
         RewrittenFrames++;
     }
 
@@ -153,11 +169,11 @@ public sealed class SequenceRewriter
     /// <param name="frame">The frame, modified in place.</param>
     public void RewriteFromSvm(Span<byte> frame)
     {
-        if (!PacketView.TryParse(frame, out PacketView v, out _) || v.Kind != PacketKind.Tcp)
+        if (!PacketView.TryParse(frame, out PacketView v, out _) || !v.IsTcp)
         {
             return;
         }
-        Key key = new(v.SrcIp, v.DstIp, v.SrcPort, v.DstPort);
+        Key key = new(v.SrcAddress, v.DstAddress, v.SrcPort, v.DstPort, v.IsIPv6);
         long now = _time.GetTimestamp();
         if (now - _lastExpire >= _time.TimestampFrequency)
         {
@@ -246,9 +262,13 @@ public sealed class SequenceRewriter
         _pool.Push(e);
     }
 
+    /// <summary>
+    /// The table is full: removes closed and idle entries; if there are none, the least recently used entry whose
+    /// offset is 0 (forgetting it changes no packet), and only if every entry carries an offset, the least recently used.
+    /// </summary>
     private void Evict(long now)
     {
-        Entry? lru = null;
+        Entry? lru = null, lruZero = null;
         int removed = 0;
         foreach (KeyValuePair<Key, Entry> kv in _table)
         {
@@ -260,14 +280,21 @@ public sealed class SequenceRewriter
                 Remove(e);
                 removed++;
             }
-            else if (lru is null || e.LastActivity < lru.LastActivity)
+            else
             {
-                lru = e;
+                if (lru is null || e.LastActivity < lru.LastActivity)
+                {
+                    lru = e;
+                }
+                if (e.OffsetKnown && e.Offset == 0 && (lruZero is null || e.LastActivity < lruZero.LastActivity))
+                {
+                    lruZero = e;
+                }
             }
         }
-        if (removed == 0 && lru is not null)
+        if (removed == 0 && (lruZero ?? lru) is { } victim)
         {
-            Remove(lru);
+            Remove(victim);
             removed = 1;
         }
         Evictions += removed;
@@ -285,7 +312,10 @@ public sealed class SequenceRewriter
             Entry e = kv.Value;
             bool closed = e.Rst || (e.ClientFin && e.SvmFin);
             long idle = now - e.LastActivity;
-            if ((closed && idle >= _closedIdleTicks) || idle >= _idleTicks)
+            // After failover a connection that needs translation is kept however long it idles (TCP keepalives may be
+            // hours apart); it goes when it closes.
+            bool pinned = !LearnOffsets && e.OffsetKnown && e.Offset != 0;
+            if ((closed && idle >= _closedIdleTicks) || (idle >= _idleTicks && !pinned))
             {
                 Remove(e);
             }

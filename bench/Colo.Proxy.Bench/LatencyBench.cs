@@ -1,0 +1,535 @@
+using System.Buffers.Binary;
+using System.Diagnostics;
+using System.Net.Sockets;
+
+namespace Colo.Proxy.Bench;
+
+/// <summary>Settings of the latency mode.</summary>
+/// <param name="Rate">Requests per second sent by the client (paced evenly).</param>
+/// <param name="Seconds">Measured seconds per run.</param>
+/// <param name="WarmupSeconds">Length of the unmeasured run of each side before the measured rounds (JIT, start-up).</param>
+/// <param name="Payload">TCP payload bytes per request and reply (at least 4: the packet index).</param>
+/// <param name="Rounds">The measured seconds are split into this many baseline/engine pairs of runs, alternating, so
+/// that a change in the machine's other load during the measurement hits both sides alike.</param>
+public sealed record LatencyOptions(int Rate = 10_000, double Seconds = 5, double WarmupSeconds = 1, int Payload = 64, int Rounds = 5);
+
+/// <summary>Result of one latency run.</summary>
+public sealed class LatencyRun
+{
+    /// <summary>"baseline" (no engine) or "engine".</summary>
+    public required string Name { get; init; }
+    /// <summary>Measured requests sent.</summary>
+    public int Sent { get; init; }
+    /// <summary>Measured requests whose PVM reply was released.</summary>
+    public int Released { get; init; }
+    /// <summary>Achieved send rate over the measured part, requests/s.</summary>
+    public double AchievedRate { get; init; }
+    /// <summary>Measured sends that started more than one interval late (the pacer fell behind).</summary>
+    public int LateSends { get; init; }
+    /// <summary>Send → release, µs, sorted.</summary>
+    public required double[] EndToEndUs { get; init; }
+    /// <summary>PVM reply read by the proxy → release, µs, sorted.</summary>
+    public required double[] HoldUs { get; init; }
+    /// <summary>Engine counters after the run (engine runs only).</summary>
+    public EngineFigures? Engine { get; init; }
+
+    /// <summary>Several runs of the same kind as one.</summary>
+    /// <param name="runs">The runs (at least one).</param>
+    /// <returns>The merged run.</returns>
+    public static LatencyRun Merge(IReadOnlyList<LatencyRun> runs)
+    {
+        double[] e2e = runs.SelectMany(r => r.EndToEndUs).ToArray();
+        double[] hold = runs.SelectMany(r => r.HoldUs).ToArray();
+        Array.Sort(e2e);
+        Array.Sort(hold);
+        EngineFigures? engine = null;
+        foreach (LatencyRun r in runs)
+        {
+            if (r.Engine is { } f)
+            {
+                engine = engine is null ? f : engine.Value.Add(f);
+            }
+        }
+        return new LatencyRun
+        {
+            Name = runs[0].Name,
+            Sent = runs.Sum(r => r.Sent),
+            Released = runs.Sum(r => r.Released),
+            AchievedRate = runs.Sum(r => r.Sent) / runs.Sum(r => r.Sent / Math.Max(r.AchievedRate, 1e-9)),
+            LateSends = runs.Sum(r => r.LateSends),
+            EndToEndUs = e2e,
+            HoldUs = hold,
+            Engine = engine,
+        };
+    }
+}
+
+/// <summary>Engine counters of latency runs (warm-up included).</summary>
+/// <param name="PvmFrames">PVM frames in.</param>
+/// <param name="SvmFrames">SVM frames in.</param>
+/// <param name="Matched">PVM frames released by a match.</param>
+/// <param name="Released">PVM frames released.</param>
+/// <param name="Held">PVM frames still held at the end.</param>
+/// <param name="Mismatches">Differences detected.</param>
+/// <param name="CheckpointRequests">Checkpoint requests raised.</param>
+/// <param name="InternalErrors">Exceptions caught in the engine.</param>
+public readonly record struct EngineFigures(long PvmFrames, long SvmFrames, long Matched, long Released, long Held, long Mismatches,
+    long CheckpointRequests, long InternalErrors)
+{
+    /// <summary>Sum of two.</summary>
+    /// <param name="o">The other.</param>
+    /// <returns>The sum.</returns>
+    public EngineFigures Add(EngineFigures o) => new(PvmFrames + o.PvmFrames, SvmFrames + o.SvmFrames, Matched + o.Matched,
+        Released + o.Released, Held + o.Held, Mismatches + o.Mismatches, CheckpointRequests + o.CheckpointRequests, InternalErrors + o.InternalErrors);
+
+    /// <inheritdoc/>
+    public override string ToString() =>
+        $"pvm {PvmFrames}, svm {SvmFrames}, matched {Matched}, released {Released}, held {Held}, mismatches {Mismatches}, " +
+        $"checkpoint requests {CheckpointRequests}, internal errors {InternalErrors}";
+}
+
+/// <summary>Figures of the latency mode.</summary>
+/// <param name="Baseline">The run without the engine.</param>
+/// <param name="Engine">The run through the engine.</param>
+public sealed record LatencyReport(LatencyRun Baseline, LatencyRun Engine)
+{
+    /// <summary>Added latency at percentile <paramref name="p"/>: engine end-to-end minus baseline end-to-end, µs.</summary>
+    /// <param name="p">Percentile in (0, 100].</param>
+    /// <returns>Microseconds (may be negative within noise).</returns>
+    public double Added(double p) => LatencyBench.Percentile(Engine.EndToEndUs, p) - LatencyBench.Percentile(Baseline.EndToEndUs, p);
+}
+
+/// <summary>
+/// Added latency of the primary's compare path on a loopback echo. Everything runs in this process over real unix
+/// stream sockets with QEMU's <c>-netdev stream</c> framing:
+/// <list type="bullet">
+/// <item>two <see cref="NetdevStreamListener"/>s (PVM, SVM); a "guest" thread per VM connects to its listener as QEMU
+/// would and echoes every TCP segment it reads as a reply (addresses/ports swapped, its own sequence number, ack of the
+/// request, same payload, checksums recomputed; the SVM's reply has a different IPv4 id and TTL);</item>
+/// <item>a client thread sends one request every 1/rate s (paced by <see cref="Pacer"/>: sleeps, then spins the last 10 µs) with <see cref="NetdevStreamConnection.WriteFrame"/>
+/// to the PVM and then the same frame to the SVM (the mirror; in the real system it crosses the link to the other host);</item>
+/// <item>a proxy reader task per side (<see cref="NetdevStreamConnection.ReadFrameAsync"/> as in the primary daemon) and
+/// a 20 ms tick task. Engine run: both readers call <see cref="CompareEngine"/> under one lock and the sink records
+/// the release time. Baseline run: the same sockets, guests, readers and mirror, but the PVM reader releases each
+/// reply at once (no engine) and the SVM reader discards its replies.</item>
+/// </list>
+/// Per packet: send time (before the write to the PVM), time the proxy read the PVM reply, release time (engine) —
+/// all <see cref="Stopwatch"/> timestamps. Added latency at a percentile = engine(send → release) − baseline(send →
+/// release) at that percentile; the per-packet hold time (PVM reply read → released, i.e. waiting for the SVM's reply
+/// plus the compare work and lock) is printed as well. After one unmeasured run of each side, baseline and engine runs
+/// alternate in <see cref="LatencyOptions.Rounds"/> rounds (which side goes first alternates too), each on fresh sockets
+/// and threads with its first 0.2 s discarded; samples are pooled per side. Not included: the TAP device, the link to the secondary and the
+/// rewriter there, a real guest's network stack.
+/// </summary>
+public static class LatencyBench
+{
+    private const int IndexOffset = BenchFrames.PayloadOffset;
+
+    /// <summary>Runs the baseline, then the engine run, printing progress and the figures.</summary>
+    /// <param name="o">Settings.</param>
+    /// <returns>The figures.</returns>
+    public static LatencyReport Run(LatencyOptions o)
+    {
+        if (o.Payload < 4 || o.Payload > 1460 || o.Rate <= 0 || o.Seconds <= 0 || o.WarmupSeconds < 0)
+        {
+            throw new ArgumentException("latency: payload 4..1460, rate > 0, seconds > 0, warmup >= 0");
+        }
+        if (o.Rounds < 1)
+        {
+            throw new ArgumentException("latency: rounds >= 1");
+        }
+        Console.WriteLine(
+            $"// latency: {o.Rate} req/s, {o.Payload} B payload; after an unmeasured {o.WarmupSeconds:0.##} s run of each side, " +
+            $"{o.Seconds:0.##} s measured per side in {o.Rounds} rounds of {o.Seconds / o.Rounds:0.##} s, baseline and engine alternating " +
+            "which goes first (fresh sockets and threads per run, first 0.2 s of each discarded)");
+        var baselines = new List<LatencyRun>();
+        var engines = new List<LatencyRun>();
+        if (o.WarmupSeconds > 0)
+        {
+            // Unmeasured: one run of each side first (tiered JIT of both paths, thread and socket start-up).
+            LatencyOptions wo = o with { Seconds = o.WarmupSeconds, WarmupSeconds = 0 };
+            RunOnce(wo, withEngine: false);
+            RunOnce(wo, withEngine: true);
+        }
+        for (int round = 0; round < o.Rounds; round++)
+        {
+            // Each run still discards its first 0.2 s; the side that goes first alternates.
+            LatencyOptions ro = o with { Seconds = o.Seconds / o.Rounds, WarmupSeconds = Math.Min(0.2, o.WarmupSeconds) };
+            bool engineFirst = round % 2 == 1;
+            LatencyRun first = RunOnce(ro, withEngine: engineFirst);
+            LatencyRun second = RunOnce(ro, withEngine: !engineFirst);
+            baselines.Add(engineFirst ? second : first);
+            engines.Add(engineFirst ? first : second);
+        }
+        Console.WriteLine("// per round, send→release p50/p99 µs: baseline " +
+            string.Join("  ", baselines.Select(r => $"{Percentile(r.EndToEndUs, 50):F0}/{Percentile(r.EndToEndUs, 99):F0}")) +
+            "; engine " + string.Join("  ", engines.Select(r => $"{Percentile(r.EndToEndUs, 50):F0}/{Percentile(r.EndToEndUs, 99):F0}")));
+        LatencyRun baseline = LatencyRun.Merge(baselines);
+        LatencyRun engine = LatencyRun.Merge(engines);
+        Print(baseline);
+        Print(engine);
+        var report = new LatencyReport(baseline, engine);
+        Console.WriteLine($"// added latency (engine − baseline, send → release): p50 {report.Added(50):F1} µs, p99 {report.Added(99):F1} µs, p99.9 {report.Added(99.9):F1} µs");
+        return report;
+    }
+
+    /// <summary>Nearest-rank percentile of a sorted array.</summary>
+    /// <param name="sorted">Sorted values.</param>
+    /// <param name="p">Percentile in (0, 100].</param>
+    /// <returns>The value, or NaN when empty.</returns>
+    public static double Percentile(double[] sorted, double p)
+    {
+        if (sorted.Length == 0)
+        {
+            return double.NaN;
+        }
+        int rank = (int)Math.Ceiling(p / 100 * sorted.Length);
+        return sorted[Math.Clamp(rank - 1, 0, sorted.Length - 1)];
+    }
+
+    private static void Print(LatencyRun r)
+    {
+        Console.WriteLine(
+            $"// {r.Name,-8}: sent {r.Sent} at {r.AchievedRate:F0}/s ({r.LateSends} late), released {r.Released}; " +
+            $"send→release µs p50 {Percentile(r.EndToEndUs, 50):F1} p99 {Percentile(r.EndToEndUs, 99):F1} " +
+            $"p99.9 {Percentile(r.EndToEndUs, 99.9):F1} max {Percentile(r.EndToEndUs, 100):F1}" +
+            (r.HoldUs.Length > 0
+                ? $"; PVM reply read→release µs p50 {Percentile(r.HoldUs, 50):F1} p99 {Percentile(r.HoldUs, 99):F1} p99.9 {Percentile(r.HoldUs, 99.9):F1}"
+                : ""));
+        if (r.Engine is { } f)
+        {
+            Console.WriteLine($"//           engine counters (warm-up included): {f}");
+        }
+    }
+
+    private static LatencyRun RunOnce(LatencyOptions o, bool withEngine)
+    {
+        int warm = (int)(o.Rate * o.WarmupSeconds);
+        int measured = (int)(o.Rate * o.Seconds);
+        int total = warm + measured;
+        var sendTs = new long[total];
+        var pvmReadTs = new long[total];
+        var releaseTs = new long[total];
+        int released = 0;
+
+        DirectoryInfo dir = Directory.CreateTempSubdirectory("colo-proxy-bench-");
+        using var cts = new CancellationTokenSource();
+        var sink = new TimingSink(releaseTs, () => Interlocked.Increment(ref released));
+        var engine = new CompareEngine(new CompareOptions(), sink, TimeProvider.System);
+        var gate = new Lock();
+        NetdevStreamConnection? pvm = null, svm = null;
+        Socket? pvmGuest = null, svmGuest = null;
+        var tasks = new List<Task>();
+        try
+        {
+            using var pvmListener = new NetdevStreamListener(Path.Combine(dir.FullName, "pvm.sock"));
+            using var svmListener = new NetdevStreamListener(Path.Combine(dir.FullName, "svm.sock"));
+            pvmGuest = Connect(pvmListener.Path);
+            pvm = pvmListener.AcceptAsync(TimeSpan.FromSeconds(10), cts.Token).GetAwaiter().GetResult();
+            svmGuest = Connect(svmListener.Path);
+            svm = svmListener.AcceptAsync(TimeSpan.FromSeconds(10), cts.Token).GetAwaiter().GetResult();
+            StartGuest(pvmGuest, "pvm-guest", ipIdBase: 1, ttl: 64);
+            StartGuest(svmGuest, "svm-guest", ipIdBase: 30000, ttl: 63);
+
+            NetdevStreamConnection p = pvm, s = svm;
+            tasks.Add(Task.Run(async () =>
+            {
+                var buffer = new byte[65536];
+                while (true)
+                {
+                    int n = await ReadOrZero(p, buffer, cts.Token);
+                    if (n == 0)
+                    {
+                        return;
+                    }
+                    int idx = Index(buffer, n, total);
+                    if (idx >= 0)
+                    {
+                        pvmReadTs[idx] = Stopwatch.GetTimestamp();
+                    }
+                    if (withEngine)
+                    {
+                        lock (gate)
+                        {
+                            engine.OnPvmFrame(buffer.AsSpan(0, n));
+                        }
+                    }
+                    else
+                    {
+                        sink.Release(buffer.AsSpan(0, n));
+                    }
+                }
+            }));
+            tasks.Add(Task.Run(async () =>
+            {
+                var buffer = new byte[65536];
+                while (true)
+                {
+                    int n = await ReadOrZero(s, buffer, cts.Token);
+                    if (n == 0)
+                    {
+                        return;
+                    }
+                    if (withEngine)
+                    {
+                        lock (gate)
+                        {
+                            engine.OnSvmFrame(buffer.AsSpan(0, n));
+                        }
+                    }
+                }
+            }));
+            if (withEngine)
+            {
+                tasks.Add(Task.Run(async () =>
+                {
+                    using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(20));
+                    try
+                    {
+                        while (await timer.WaitForNextTickAsync(cts.Token))
+                        {
+                            lock (gate)
+                            {
+                                engine.OnTick();
+                            }
+                        }
+                    }
+                    catch (OperationCanceledException)
+                    {
+                    }
+                }));
+            }
+
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
+            int late = 0;
+            long measureStart = 0, measureEnd = 0;
+            var sender = new Thread(() =>
+            {
+                Pacer.PrepareThread();
+                byte[] req = BenchFrames.Tcp(false, 0x3000_0001, 0x4000_0001, BenchFrames.Ack | BenchFrames.Psh, BenchFrames.Payload(o.Payload));
+                double interval = (double)Stopwatch.Frequency / o.Rate;
+                long start = Stopwatch.GetTimestamp() + Stopwatch.Frequency / 100;
+                uint clientSeq = 0x3000_0001, guestSeq = 0x4000_0001;
+                for (int i = 0; i < total; i++)
+                {
+                    long target = start + (long)(i * interval);
+                    long now = Pacer.WaitUntil(target);
+                    if (i == warm)
+                    {
+                        measureStart = now;
+                    }
+                    if (i >= warm && now - target > interval)
+                    {
+                        late++;
+                    }
+                    BinaryPrimitives.WriteUInt32BigEndian(req.AsSpan(BenchFrames.SeqOffset), clientSeq);
+                    BinaryPrimitives.WriteUInt32BigEndian(req.AsSpan(BenchFrames.AckOffset), guestSeq);
+                    BinaryPrimitives.WriteInt32BigEndian(req.AsSpan(IndexOffset), i);
+                    BenchFrames.FixChecksums(req);
+                    clientSeq += (uint)o.Payload;
+                    guestSeq += (uint)o.Payload;
+                    sendTs[i] = Stopwatch.GetTimestamp();
+                    p.WriteFrame(req);
+                    s.WriteFrame(req);
+                }
+                measureEnd = Stopwatch.GetTimestamp();
+            })
+            { Name = "client", IsBackground = true };
+            sender.Start();
+            sender.Join();
+            long deadline = Stopwatch.GetTimestamp() + 2 * Stopwatch.Frequency;
+            while (Volatile.Read(ref released) < total && Stopwatch.GetTimestamp() < deadline)
+            {
+                Thread.Sleep(5);
+            }
+
+            var e2e = new List<double>(measured);
+            var hold = new List<double>(withEngine ? measured : 0);
+            double usPerTick = 1e6 / Stopwatch.Frequency;
+            for (int i = warm; i < total; i++)
+            {
+                long r = Volatile.Read(ref releaseTs[i]);
+                if (r == 0)
+                {
+                    continue;
+                }
+                e2e.Add((r - sendTs[i]) * usPerTick);
+                if (withEngine)
+                {
+                    hold.Add((r - pvmReadTs[i]) * usPerTick);
+                }
+            }
+            double[] e2eSorted = e2e.ToArray();
+            double[] holdSorted = hold.ToArray();
+            Array.Sort(e2eSorted);
+            Array.Sort(holdSorted);
+            EngineFigures? counters = null;
+            if (withEngine)
+            {
+                lock (gate)
+                {
+                    CompareCounters c = engine.Counters;
+                    counters = new EngineFigures(c.PvmFrames, c.SvmFrames, c.MatchedFrames, c.ReleasedFrames, c.HeldFrames, c.Mismatches,
+                        c.TotalCheckpointRequests, c.InternalErrors);
+                }
+            }
+            return new LatencyRun
+            {
+                Name = withEngine ? "engine" : "baseline",
+                Sent = measured,
+                Released = e2eSorted.Length,
+                AchievedRate = measureEnd > measureStart ? measured / ((double)(measureEnd - measureStart) / Stopwatch.Frequency) : 0,
+                LateSends = late,
+                EndToEndUs = e2eSorted,
+                HoldUs = holdSorted,
+                Engine = counters,
+            };
+        }
+        finally
+        {
+            cts.Cancel();
+            pvm?.Dispose();
+            svm?.Dispose();
+            pvmGuest?.Dispose();
+            svmGuest?.Dispose();
+            try
+            {
+                Task.WaitAll(tasks.ToArray(), TimeSpan.FromSeconds(5));
+            }
+            catch (AggregateException)
+            {
+            }
+            try
+            {
+                dir.Delete(recursive: true);
+            }
+            catch (IOException)
+            {
+            }
+        }
+    }
+
+    private static Socket Connect(string path)
+    {
+        var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        s.Connect(new UnixDomainSocketEndPoint(path));
+        return s;
+    }
+
+    private static async Task<int> ReadOrZero(NetdevStreamConnection c, byte[] buffer, CancellationToken ct)
+    {
+        try
+        {
+            return await c.ReadFrameAsync(buffer, ct);
+        }
+        catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException or IOException or SocketException)
+        {
+            return 0;
+        }
+    }
+
+    /// <summary>The packet index carried in the first 4 payload bytes, or -1.</summary>
+    private static int Index(byte[] frame, int length, int total)
+    {
+        if (length < IndexOffset + 4)
+        {
+            return -1;
+        }
+        int i = BinaryPrimitives.ReadInt32BigEndian(frame.AsSpan(IndexOffset));
+        return (uint)i < (uint)total ? i : -1;
+    }
+
+    /// <summary>A "guest": reads framed TCP requests and writes a reply per request, like an echo server would.</summary>
+    private static void StartGuest(Socket socket, string name, int ipIdBase, byte ttl)
+    {
+        var t = new Thread(() =>
+        {
+            var buf = new byte[4 + NetdevStreamConnection.MaxFrameLength];
+            uint guestSeq = 0x4000_0001;
+            ushort ipId = (ushort)ipIdBase;
+            try
+            {
+                while (true)
+                {
+                    if (!ReadExact(socket, buf, 0, 4))
+                    {
+                        return;
+                    }
+                    int len = BinaryPrimitives.ReadInt32BigEndian(buf);
+                    if (len < BenchFrames.PayloadOffset || len > NetdevStreamConnection.MaxFrameLength || !ReadExact(socket, buf, 4, len))
+                    {
+                        return;
+                    }
+                    Span<byte> f = buf.AsSpan(4, len);
+                    Swap(f, 0, 6, 6);                                      // MACs
+                    Swap(f, BenchFrames.IpOffset + 12, BenchFrames.IpOffset + 16, 4); // IPv4 addresses
+                    Swap(f, BenchFrames.TcpOffset, BenchFrames.TcpOffset + 2, 2);     // ports
+                    int payload = len - BenchFrames.PayloadOffset;
+                    uint clientSeq = BinaryPrimitives.ReadUInt32BigEndian(f.Slice(BenchFrames.SeqOffset));
+                    BinaryPrimitives.WriteUInt32BigEndian(f.Slice(BenchFrames.SeqOffset), guestSeq);
+                    BinaryPrimitives.WriteUInt32BigEndian(f.Slice(BenchFrames.AckOffset), clientSeq + (uint)payload);
+                    guestSeq += (uint)payload;
+                    BinaryPrimitives.WriteUInt16BigEndian(f.Slice(BenchFrames.IpOffset + 4), ipId++);
+                    f[BenchFrames.IpOffset + 8] = ttl;
+                    BenchFrames.FixChecksums(f);
+                    int sent = 0;
+                    while (sent < len + 4)
+                    {
+                        sent += socket.Send(buf, sent, len + 4 - sent, SocketFlags.None);
+                    }
+                }
+            }
+            catch (Exception e) when (e is SocketException or ObjectDisposedException)
+            {
+            }
+        })
+        { Name = name, IsBackground = true };
+        t.Start();
+    }
+
+    private static void Swap(Span<byte> f, int a, int b, int n)
+    {
+        Span<byte> tmp = stackalloc byte[8];
+        f.Slice(a, n).CopyTo(tmp);
+        f.Slice(b, n).CopyTo(f.Slice(a, n));
+        tmp.Slice(0, n).CopyTo(f.Slice(b, n));
+    }
+
+    private static bool ReadExact(Socket s, byte[] buf, int offset, int count)
+    {
+        while (count > 0)
+        {
+            int n = s.Receive(buf, offset, count, SocketFlags.None);
+            if (n == 0)
+            {
+                return false;
+            }
+            offset += n;
+            count -= n;
+        }
+        return true;
+    }
+
+    /// <summary>Records the release time of each packet (by the index in its payload).</summary>
+    private sealed class TimingSink(long[] releaseTs, Action onRelease) : ICompareSink
+    {
+        public void Release(ReadOnlySpan<byte> frame)
+        {
+            long now = Stopwatch.GetTimestamp();
+            if (frame.Length >= IndexOffset + 4)
+            {
+                int i = BinaryPrimitives.ReadInt32BigEndian(frame.Slice(IndexOffset));
+                if ((uint)i < (uint)releaseTs.Length)
+                {
+                    Volatile.Write(ref releaseTs[i], now);
+                }
+            }
+            onRelease();
+        }
+
+        public void RequestCheckpoint(CheckpointReason reason)
+        {
+        }
+    }
+}
