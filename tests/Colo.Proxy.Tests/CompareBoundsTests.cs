@@ -106,14 +106,64 @@ public class CompareBoundsTests
     }
 
     [Fact]
-    public void Rst_DifferentSequence_Mismatch_NotReleased()
+    public void Rst_DifferentSequence_NotReleased_TimeoutCheckpoint()
     {
         var h = new Harness();
         h.Pvm(Out(1000, 0, RST, default));
         h.Svm(Out(1234, 0, RST, default));
         Assert.Empty(h.Sink.Released);
-        Assert.Equal(new[] { CheckpointReason.Mismatch }, h.Sink.Requests);
+        h.Time.Advance(TimeSpan.FromMilliseconds(1001));
+        h.Engine.OnTick();
+        Assert.Equal(new[] { CheckpointReason.Timeout }, h.Sink.Requests);
         h.Engine.OnCheckpointCommitted();
         Assert.Single(h.Sink.Released);
+    }
+
+    [Fact]
+    public void SecondRstPair_WithANewSequenceNumber_Released_NoCheckpoint()
+    {
+        var h = new Harness();
+        h.Pvm(Out(1000, 1, ACK, Frames.Bytes("abc")));
+        h.Svm(Out(1000, 1, ACK, Frames.Bytes("abc")));
+        h.Pvm(Out(1003, 0, RST, default));
+        h.Svm(Out(1003, 0, RST, default));
+        h.Pvm(Out(1001, 0, RST, default));
+        h.Svm(Out(1001, 0, RST, default));
+        Assert.Empty(h.Sink.Requests);
+        Assert.Equal(3, h.Sink.Released.Count);
+    }
+
+    [Fact]
+    public void RstAfterACheckpoint_SvmNeverSentOneBefore_Released_NoCheckpoint()
+    {
+        var h = new Harness();
+        h.Pvm(Out(1000, 1, ACK, Frames.Bytes("abc")));
+        h.Svm(Out(1000, 1, ACK, Frames.Bytes("abc")));
+        h.Pvm(Out(1003, 0, RST, default));
+        h.Engine.OnCheckpointCommitted();
+        h.Pvm(Out(1003, 0, RST, default));
+        h.Svm(Out(1003, 0, RST, default));
+        Assert.Empty(h.Sink.Requests);
+        Assert.Equal(3, h.Sink.Released.Count);
+    }
+
+    [Fact]
+    public void FullTableOfOpenConnections_EvictsInBatches_AndStaysBounded()
+    {
+        const int limit = 1000;
+        var h = new Harness(new CompareOptions { MaxConnections = limit });
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        for (int i = 0; i < 20_000; i++)
+        {
+            // Open connections (never closed: the client reset them, which the engine never sees), nothing held.
+            byte[] synAck = Frames.Tcp(GuestIp, GuestPort, ClientIp + (uint)(i / 50_000), (ushort)(1024 + i % 50_000), (uint)i * 7919, 1, SYN | ACK, default);
+            h.Svm(synAck);
+            h.Pvm(synAck);
+            h.Time.Advance(TimeSpan.FromMilliseconds(1));
+        }
+        Assert.True(h.Engine.Counters.Connections <= limit, $"{h.Engine.Counters.Connections} tracked");
+        Assert.True(h.Engine.Counters.ConnectionsEvicted >= 19_000);
+        Assert.Equal(20_000, h.Sink.Released.Count);
+        Assert.Equal(0, h.Engine.Counters.InternalErrors);
     }
 }

@@ -27,6 +27,7 @@ public sealed class PrimaryNode
     private readonly SemaphoreSlim _trigger = new(0);
     private readonly object _triggerLock = new();
     private CheckpointReason? _pendingReason;
+    private bool _operatorPending; // under _triggerLock: an operator request survives ClearTrigger (it asked for a new checkpoint)
     private LinkConnection? _link;
     private PrimaryProxy? _proxy;
     private HeartbeatMonitor? _heartbeat;
@@ -185,7 +186,9 @@ public sealed class PrimaryNode
         if (!_protected)
             return false;
         _log.LogInformation("checkpoint requested by an operator");
-        RequestCheckpoint(CheckpointReason.Operator);
+        lock (_triggerLock)
+            _operatorPending = true;
+        _trigger.Release();
         return true;
     }
 
@@ -209,7 +212,13 @@ public sealed class PrimaryNode
             CheckpointReason reason;
             lock (_triggerLock)
             {
-                reason = signalled && _pendingReason is { } r ? r : CheckpointReason.Periodic;
+                if (_operatorPending)
+                {
+                    _operatorPending = false;
+                    reason = CheckpointReason.Operator;
+                }
+                else
+                    reason = signalled && _pendingReason is { } r ? r : CheckpointReason.Periodic;
             }
             if (!_protected)
                 break;
@@ -225,6 +234,8 @@ public sealed class PrimaryNode
             _pendingReason = null;
             while (_trigger.CurrentCount > 0)
                 _trigger.Wait(0);
+            if (_operatorPending)
+                _trigger.Release(); // asked during this checkpoint: it gets one of its own
         }
     }
 

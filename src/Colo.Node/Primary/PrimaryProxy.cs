@@ -20,6 +20,7 @@ internal sealed class PrimaryProxy : ICompareSink, IDisposable
     private readonly CancellationTokenSource _stop = new();
     private readonly long _maxHeldBytes;
     private volatile LinkConnection? _link;
+    private long _tapWriteFailures;
     private long _clientFrames, _framesToPvm, _pvmWriteFailures, _framesMirrored, _mirrorFailures, _backpressureEpisodes, _backpressureMs;
     private long _epoch;
     private Thread? _tapThread;
@@ -97,6 +98,7 @@ internal sealed class PrimaryProxy : ICompareSink, IDisposable
         lock (_lock)
             d = CounterSnapshot.Of(_engine.Counters);
         d["client_frames_in"] = Interlocked.Read(ref _clientFrames);
+        d["tap_write_failures"] = Interlocked.Read(ref _tapWriteFailures);
         d["frames_to_pvm"] = Interlocked.Read(ref _framesToPvm);
         d["pvm_write_failures"] = Interlocked.Read(ref _pvmWriteFailures);
         d["frames_mirrored"] = Interlocked.Read(ref _framesMirrored);
@@ -114,6 +116,7 @@ internal sealed class PrimaryProxy : ICompareSink, IDisposable
         }
         catch (Exception e) when (e is IOException or ObjectDisposedException)
         {
+            Interlocked.Increment(ref _tapWriteFailures);
             _log.LogDebug("tap write failed: {Error}", e.Message);
         }
     }
