@@ -41,22 +41,23 @@ public sealed class DiskReplicationTests : IDisposable
         }
     }
 
+    /// <summary>A secondary's config with only what <see cref="ReplicaDisk"/> reads filled in meaningfully.</summary>
+    private NodeConfig ReplicaConfig(string diskImage) => new()
+    {
+        VmName = "t",
+        RunDirectory = _dir,
+        KernelPath = "/k",
+        InitrdPath = "/i",
+        KernelCmdline = "c",
+        GuestMac = "52:54:00:00:00:01",
+        GuestIp = "10.0.0.1",
+        LinkAddress = "127.0.0.1",
+        DiskImage = diskImage,
+    };
+
     private async Task<Pair> StartAsync(string primaryImage)
     {
-        var cfg = new NodeConfig
-        {
-            VmName = "t",
-            RunDirectory = _dir,
-            KernelPath = "/k",
-            InitrdPath = "/i",
-            KernelCmdline = "c",
-            GuestMac = "52:54:00:00:00:01",
-            GuestIp = "10.0.0.1",
-            LinkAddress = "127.0.0.1",
-            DiskImage = Path.Combine(_dir, "replica.img"),
-            DiskBufferMemoryMib = 1,
-            DiskOverlayMemoryMib = 1,
-        };
+        var cfg = ReplicaConfig(Path.Combine(_dir, "replica.img")) with { DiskBufferMemoryMib = 1, DiskOverlayMemoryMib = 1 };
         using var listener = new LinkListener(new IPEndPoint(IPAddress.Loopback, 0), NullLogger.Instance);
         var accept = listener.AcceptAsync(TimeSpan.FromSeconds(10));
         var pLink = await LinkConnection.ConnectAsync(listener.LocalEndPoint, TimeSpan.FromSeconds(10), NullLogger.Instance);
@@ -198,18 +199,7 @@ public sealed class DiskReplicationTests : IDisposable
     [Fact]
     public async Task ReplicaRejectsProtocolViolations()
     {
-        var cfg = new NodeConfig
-        {
-            VmName = "t",
-            RunDirectory = _dir,
-            KernelPath = "/k",
-            InitrdPath = "/i",
-            KernelCmdline = "c",
-            GuestMac = "52:54:00:00:00:01",
-            GuestIp = "10.0.0.1",
-            LinkAddress = "127.0.0.1",
-            DiskImage = Path.Combine(_dir, "r.img"),
-        };
+        var cfg = ReplicaConfig(Path.Combine(_dir, "r.img"));
         await using var replica = new ReplicaDisk(cfg, Path.Combine(_dir, "r.sock"), NullLoggerFactory.Instance);
         static ReadOnlySequence<byte> U64(ulong v)
         {
@@ -237,18 +227,7 @@ public sealed class DiskReplicationTests : IDisposable
         byte[] before = File.ReadAllBytes(image);
         await using var primary = PrimaryDisk.Start(image, Path.Combine(_dir, "p2.sock"), 4 * Mib, NullLoggerFactory.Instance);
         Assert.Throws<IOException>(() => PrimaryDisk.Start(image, Path.Combine(_dir, "p3.sock"), 4 * Mib, NullLoggerFactory.Instance));
-        var cfg = new NodeConfig
-        {
-            VmName = "t",
-            RunDirectory = _dir,
-            KernelPath = "/k",
-            InitrdPath = "/i",
-            KernelCmdline = "c",
-            GuestMac = "52:54:00:00:00:01",
-            GuestIp = "10.0.0.1",
-            LinkAddress = "127.0.0.1",
-            DiskImage = image,
-        };
+        var cfg = ReplicaConfig(image);
         await using var replica = new ReplicaDisk(cfg, Path.Combine(_dir, "r2.sock"), NullLoggerFactory.Instance);
         var size = new byte[8];
         System.Buffers.Binary.BinaryPrimitives.WriteUInt64BigEndian(size, 1 << 20);
