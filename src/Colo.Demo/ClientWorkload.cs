@@ -173,14 +173,8 @@ public sealed partial class ClientWorkload
                 socket = null;
                 if (clock.Elapsed >= o.Duration)
                     break;
-                try
-                {
-                    await Task.Delay(o.ReconnectDelay, ct).ConfigureAwait(false);
-                }
-                catch (OperationCanceledException)
-                {
+                if (!await Pause.TryDelayAsync(o.ReconnectDelay, ct).ConfigureAwait(false))
                     break;
-                }
             }
         }
         finally
@@ -265,14 +259,8 @@ public sealed partial class ClientWorkload
 
             if (clock.Elapsed >= o.Duration)
                 break;
-            try
-            {
-                await Task.Delay(o.HttpPause, ct).ConfigureAwait(false);
-            }
-            catch (OperationCanceledException)
-            {
+            if (!await Pause.TryDelayAsync(o.HttpPause, ct).ConfigureAwait(false))
                 break;
-            }
         }
 
         r.MaxStallMs = Math.Max(r.MaxStallMs, clock.ElapsedMs - lastSuccessMs);
@@ -323,16 +311,9 @@ public sealed partial class ClientWorkload
 
     private async Task RunBenchmarkAsync(ClientWorkloadOptions o, TimeSpan start, RedisBenchmarkResult r, Clock clock, EventLog events, CancellationToken ct)
     {
-        try
-        {
-            TimeSpan wait = start - clock.Elapsed;
-            if (wait > TimeSpan.Zero)
-                await Task.Delay(wait, ct).ConfigureAwait(false);
-        }
-        catch (OperationCanceledException)
-        {
+        TimeSpan wait = start - clock.Elapsed;
+        if (wait > TimeSpan.Zero && !await Pause.TryDelayAsync(wait, ct).ConfigureAwait(false))
             return;
-        }
 
         var psi = new ProcessStartInfo(o.BenchmarkExecutable);
         foreach (string a in new[]

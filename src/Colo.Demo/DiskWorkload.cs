@@ -145,14 +145,8 @@ public sealed class DiskWorkload
             conn = null;
             if (clock.Elapsed >= o.Duration)
                 break;
-            try
-            {
-                await Task.Delay(o.ReconnectDelay, ct).ConfigureAwait(false);
-            }
-            catch (OperationCanceledException)
-            {
+            if (!await Pause.TryDelayAsync(o.ReconnectDelay, ct).ConfigureAwait(false))
                 break;
-            }
         }
         TrackGap(r, clock, events, lastAckMs, clock.ElapsedMs, gapThresholdMs, "until end of run");
         return conn;
@@ -234,11 +228,7 @@ public sealed class DiskWorkload
                 }
                 result.Retries++;
                 logger.LogWarning("read-back batch failed ({Failure}); retrying", failure);
-                try
-                {
-                    await Task.Delay(options.RetryDelay, ct).ConfigureAwait(false);
-                }
-                catch (OperationCanceledException)
+                if (!await Pause.TryDelayAsync(options.RetryDelay, ct).ConfigureAwait(false))
                 {
                     result.Error = "cancelled";
                     return result;
