@@ -59,6 +59,7 @@ internal sealed class CheckpointSender
             // Marked before the call: a stop that times out may still take effect, and the PVM must then be resumed.
             stopped = true;
             await _pvm.StopAsync();
+            proxy.PvmStoppedForCheckpoint();
             await _link.SendAsync(MessageType.CheckpointBegin, epoch, ReadOnlyMemory<byte>.Empty, ct);
             // The PVM is stopped, so QEMU has drained its disk I/O: every write of this epoch is in the stream.
             _disk?.MarkBarrier(epoch);
@@ -105,6 +106,7 @@ internal sealed class CheckpointSender
         }
         finally
         {
+            proxy.PvmResuming();
             if (stopped && !_pvm.Exited.IsCompleted)
             {
                 try

@@ -13,7 +13,7 @@ internal sealed class PrimaryProxy : ICompareSink, IDisposable
 {
     private readonly object _lock = new();
     private readonly CompareEngine _engine;
-    private readonly TapDevice _tap;
+    private readonly IClientPort _tap;
     private readonly NetdevStreamConnection _pvm;
     private readonly Action<CheckpointReason> _requestCheckpoint;
     private readonly ILogger _log;
@@ -21,6 +21,8 @@ internal sealed class PrimaryProxy : ICompareSink, IDisposable
     private readonly long _maxHeldBytes;
     private volatile LinkConnection? _link;
     private long _tapWriteFailures;
+    private volatile bool _pvmStopped; // stopped for a checkpoint: read past the bound (see PvmStoppedForCheckpoint)
+    private long _backpressureSince; // Stopwatch timestamp of the episode under way, 0 when none
     private long _clientFrames, _framesToPvm, _pvmWriteFailures, _framesMirrored, _mirrorFailures, _backpressureEpisodes, _backpressureMs;
     private long _epoch;
     private Thread? _tapThread;
@@ -28,8 +30,14 @@ internal sealed class PrimaryProxy : ICompareSink, IDisposable
     private Task? _tickTask;
 
     public PrimaryProxy(CompareOptions options, TapDevice tap, NetdevStreamConnection pvm, Action<CheckpointReason> requestCheckpoint, ILogger log)
+        : this(options, new TapPort(tap), pvm, requestCheckpoint, log)
     {
-        _tap = tap;
+    }
+
+    /// <summary>Same, with the client side given as a port instead of a TAP device (tests pass an in-memory one).</summary>
+    internal PrimaryProxy(CompareOptions options, IClientPort clientSide, NetdevStreamConnection pvm, Action<CheckpointReason> requestCheckpoint, ILogger log)
+    {
+        _tap = clientSide;
         _pvm = pvm;
         _requestCheckpoint = requestCheckpoint;
         _log = log;
@@ -49,7 +57,7 @@ internal sealed class PrimaryProxy : ICompareSink, IDisposable
 
     public void Start()
     {
-        _tapThread = TapPump.Start(_tap, _stop.Token, _log, OnClientFrame);
+        _tapThread = _tap.Start(_stop.Token, _log, OnClientFrame);
         _pvmTask = Task.Run(PvmLoopAsync);
         _tickTask = Task.Run(TickLoopAsync);
     }
@@ -73,6 +81,17 @@ internal sealed class PrimaryProxy : ICompareSink, IDisposable
             Epoch = epoch;
         }
     }
+
+    /// <summary>
+    /// The PVM is stopped for a checkpoint. Whatever is still in its socket (or queued in QEMU) was sent before the stop,
+    /// so the checkpoint covers it: it is read even past the held-bytes bound (finite — the guest cannot add to it while
+    /// stopped) and released by the commit, instead of being read only after the commit and held into the next epoch,
+    /// where the SVM (already past it) never sends it again and a further checkpoint would be needed.
+    /// </summary>
+    public void PvmStoppedForCheckpoint() => _pvmStopped = true;
+
+    /// <summary>The checkpoint is over (committed or failed) and the PVM is about to run: the bound applies again.</summary>
+    public void PvmResuming() => _pvmStopped = false;
 
     /// <summary>Unprotected mode (no secondary): release everything held and pass output straight through.</summary>
     public void Unprotect()
@@ -104,7 +123,9 @@ internal sealed class PrimaryProxy : ICompareSink, IDisposable
         d["frames_mirrored"] = Interlocked.Read(ref _framesMirrored);
         d["mirror_failures"] = Interlocked.Read(ref _mirrorFailures);
         d["pvm_backpressure_episodes"] = Interlocked.Read(ref _backpressureEpisodes);
-        d["pvm_backpressure_ms"] = Interlocked.Read(ref _backpressureMs);
+        long since = Interlocked.Read(ref _backpressureSince);
+        d["pvm_backpressure_ms"] = Interlocked.Read(ref _backpressureMs) +
+            (since == 0 ? 0 : (long)System.Diagnostics.Stopwatch.GetElapsedTime(since).TotalMilliseconds);
         return d;
     }
 
@@ -194,7 +215,7 @@ internal sealed class PrimaryProxy : ICompareSink, IDisposable
     private bool OverHeldLimit()
     {
         lock (_lock)
-            return !_engine.PassThrough && _engine.Counters.HeldBytes > _maxHeldBytes;
+            return !_pvmStopped && !_engine.PassThrough && _engine.Counters.HeldBytes > _maxHeldBytes;
     }
 
     /// <summary>
@@ -205,7 +226,8 @@ internal sealed class PrimaryProxy : ICompareSink, IDisposable
     private async Task WaitUntilDrainedAsync()
     {
         Interlocked.Increment(ref _backpressureEpisodes);
-        var watch = System.Diagnostics.Stopwatch.StartNew();
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
+        Interlocked.Exchange(ref _backpressureSince, start);
         try
         {
             while (OverHeldLimit())
@@ -213,7 +235,9 @@ internal sealed class PrimaryProxy : ICompareSink, IDisposable
         }
         finally
         {
-            Interlocked.Add(ref _backpressureMs, watch.ElapsedMilliseconds);
+            // Ended episodes are added to the total; the status adds the one under way (so a long stall shows).
+            Interlocked.Add(ref _backpressureMs, (long)System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalMilliseconds);
+            Interlocked.Exchange(ref _backpressureSince, 0);
         }
     }
 
@@ -239,4 +263,28 @@ internal sealed class PrimaryProxy : ICompareSink, IDisposable
         _tap.Dispose();
         _pvm.Dispose();
     }
+
+    /// <summary>The production client side: the TAP device, read by a <see cref="TapPump"/> thread.</summary>
+    private sealed class TapPort(TapDevice tap) : IClientPort
+    {
+        public void Write(ReadOnlySpan<byte> frame) => tap.Write(frame);
+
+        public Thread? Start(CancellationToken stop, ILogger log, TapFrameHandler onFrame) => TapPump.Start(tap, stop, log, onFrame);
+
+        public void Dispose() => tap.Dispose();
+    }
+}
+
+/// <summary>
+/// The client side of a <see cref="PrimaryProxy"/>: where released PVM output goes and where client frames come from
+/// (the TAP device bridged to the client LAN in production).
+/// </summary>
+internal interface IClientPort : IDisposable
+{
+    /// <summary>Sends one released PVM frame to the clients; throws <see cref="IOException"/> or <see cref="ObjectDisposedException"/> on failure (counted, the frame is lost as on a wire).</summary>
+    void Write(ReadOnlySpan<byte> frame);
+
+    /// <summary>Starts handing client frames to <paramref name="onFrame"/> until <paramref name="stop"/> is cancelled or the port is disposed.</summary>
+    /// <returns>The reading thread, if the port uses one.</returns>
+    Thread? Start(CancellationToken stop, ILogger log, TapFrameHandler onFrame);
 }
