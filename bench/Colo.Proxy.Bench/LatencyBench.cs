@@ -5,13 +5,15 @@ using System.Net.Sockets;
 namespace Colo.Proxy.Bench;
 
 /// <summary>Settings of the latency mode.</summary>
-/// <param name="Rate">Requests per second sent by the client (paced evenly).</param>
-/// <param name="Seconds">Measured seconds per run.</param>
-/// <param name="WarmupSeconds">Length of the unmeasured run of each side before the measured rounds (JIT, start-up).</param>
+/// <param name="Rate">Requests per second through the engine (paced evenly); every <paramref name="BaselineEvery"/>-th request
+/// slot in between carries a baseline request instead, so the client sends Rate × BaselineEvery / (BaselineEvery − 1) in all.</param>
+/// <param name="Seconds">Measured seconds in all (split into <paramref name="Rounds"/> runs).</param>
+/// <param name="WarmupSeconds">Length of the unmeasured run before the measured rounds (JIT, start-up).</param>
 /// <param name="Payload">TCP payload bytes per request and reply (at least 4: the packet index).</param>
-/// <param name="Rounds">The measured seconds are split into this many baseline/engine pairs of runs, alternating, so
-/// that a change in the machine's other load during the measurement hits both sides alike.</param>
-public sealed record LatencyOptions(int Rate = 10_000, double Seconds = 5, double WarmupSeconds = 1, int Payload = 64, int Rounds = 5);
+/// <param name="Rounds">Measured runs, each on fresh sockets and threads.</param>
+/// <param name="BaselineEvery">One request slot in this many is a baseline request (at least 2).</param>
+public sealed record LatencyOptions(int Rate = 10_000, double Seconds = 5, double WarmupSeconds = 1, int Payload = 64, int Rounds = 5,
+    int BaselineEvery = 4);
 
 /// <summary>Result of one latency run.</summary>
 public sealed class LatencyRun
@@ -104,62 +106,66 @@ public sealed record LatencyReport(LatencyRun Baseline, LatencyRun Engine)
 /// stream sockets with QEMU's <c>-netdev stream</c> framing:
 /// <list type="bullet">
 /// <item>two <see cref="NetdevStreamListener"/>s (PVM, SVM); a "guest" thread per VM connects to its listener as QEMU
-/// would and echoes every TCP segment it reads as a reply (addresses/ports swapped, its own sequence number, ack of the
-/// request, same payload, checksums recomputed; the SVM's reply has a different IPv4 id and TTL);</item>
-/// <item>a client thread sends one request every 1/rate s (paced by <see cref="Pacer"/>: sleeps, then spins the last 10 µs) with <see cref="NetdevStreamConnection.WriteFrame"/>
-/// to the PVM and then the same frame to the SVM (the mirror; in the real system it crosses the link to the other host);</item>
-/// <item>a proxy reader task per side (<see cref="NetdevStreamConnection.ReadFrameAsync"/> as in the primary daemon) and
-/// a 20 ms tick task. Engine run: both readers call <see cref="CompareEngine"/> under one lock and the sink records
-/// the release time. Baseline run: the same sockets, guests, readers and mirror, but the PVM reader releases each
-/// reply at once (no engine) and the SVM reader discards its replies.</item>
+/// would and echoes every TCP segment it reads as a reply (addresses/ports swapped, its own sequence number per
+/// connection, ack of the request, same payload, checksums recomputed; the SVM's reply has a different IPv4 id and
+/// TTL);</item>
+/// <item>a client thread sends requests on two TCP connections, interleaved: <see cref="LatencyOptions.Rate"/> requests/s
+/// on the engine connection and, in every <see cref="LatencyOptions.BaselineEvery"/>-th slot between them, one on the
+/// baseline connection (paced by <see cref="Pacer"/>: sleeps, then spins the last 10 µs), with <see cref="NetdevStreamConnection.WriteFrame"/> to the PVM and then the same frame to the SVM
+/// (the mirror; in the real system it crosses the link to the other host);</item>
+/// <item>a proxy reader task per side (<see cref="NetdevStreamConnection.ReadFrameAsync"/> as in the primary daemon)
+/// and a 20 ms tick task. Replies on the <em>engine</em> connection go through <see cref="CompareEngine"/> under one
+/// lock (PVM reply held until the SVM's matching reply) and the sink records the release time. Replies on the
+/// <em>baseline</em> connection bypass the engine: the PVM reader releases each at once and the SVM reader discards
+/// it.</item>
 /// </list>
-/// Per packet: send time (before the write to the PVM), time the proxy read the PVM reply, release time (engine) —
-/// all <see cref="Stopwatch"/> timestamps. Added latency at a percentile = engine(send → release) − baseline(send →
-/// release) at that percentile; the per-packet hold time (PVM reply read → released, i.e. waiting for the SVM's reply
-/// plus the compare work and lock) is printed as well. After one unmeasured run of each side, baseline and engine runs
-/// alternate in <see cref="LatencyOptions.Rounds"/> rounds (which side goes first alternates too), each on fresh sockets
-/// and threads with its first 0.2 s discarded; samples are pooled per side. Not included: the TAP device, the link to the secondary and the
-/// rewriter there, a real guest's network stack.
+/// Per packet: send time (before the write to the PVM), time the proxy read the PVM reply, release time — all
+/// <see cref="Stopwatch"/> timestamps. Because the two connections' packets are interleaved 75 µs apart (at 10 000/s) on
+/// the same sockets and threads, a scheduling hiccup of this shared host hits both alike: added latency at a percentile
+/// = engine(send → release) − baseline(send → release) at that percentile, both from the same moments. The per-packet
+/// hold (PVM reply read → released: waiting for the SVM's reply plus the compare work and lock) is printed as well.
+/// After one unmeasured run, <see cref="LatencyOptions.Rounds"/> measured runs follow, each on fresh sockets and
+/// threads with its first 0.2 s discarded; samples are pooled per connection. Not included: the TAP device, the link
+/// to the secondary and the rewriter there, a real guest's network stack.
 /// </summary>
 public static class LatencyBench
 {
     private const int IndexOffset = BenchFrames.PayloadOffset;
+    private const ushort EnginePort = BenchFrames.ClientPort;
+    private const ushort BaselinePort = BenchFrames.ClientPort + 1;
 
-    /// <summary>Runs the baseline, then the engine run, printing progress and the figures.</summary>
+    /// <summary>Runs the unmeasured warm-up, then the measured rounds, printing progress and the figures.</summary>
     /// <param name="o">Settings.</param>
     /// <returns>The figures.</returns>
+    /// <exception cref="ArgumentException">A setting is out of range.</exception>
     public static LatencyReport Run(LatencyOptions o)
     {
         if (o.Payload < 4 || o.Payload > 1460 || o.Rate <= 0 || o.Seconds <= 0 || o.WarmupSeconds < 0)
         {
             throw new ArgumentException("latency: payload 4..1460, rate > 0, seconds > 0, warmup >= 0");
         }
-        if (o.Rounds < 1)
+        if (o.Rounds < 1 || o.BaselineEvery < 2)
         {
-            throw new ArgumentException("latency: rounds >= 1");
+            throw new ArgumentException("latency: rounds >= 1, baseline-every >= 2");
         }
         Console.WriteLine(
-            $"// latency: {o.Rate} req/s, {o.Payload} B payload; after an unmeasured {o.WarmupSeconds:0.##} s run of each side, " +
-            $"{o.Seconds:0.##} s measured per side in {o.Rounds} rounds of {o.Seconds / o.Rounds:0.##} s, baseline and engine alternating " +
-            "which goes first (fresh sockets and threads per run, first 0.2 s of each discarded)");
+            $"// latency: {o.Rate} req/s through the engine interleaved with {o.Rate / (o.BaselineEvery - 1)} req/s bypassing it (baseline, " +
+            $"every {o.BaselineEvery}th request), {o.Payload} B payload; " +
+            $"after an unmeasured {o.WarmupSeconds:0.##} s run, {o.Seconds:0.##} s measured in {o.Rounds} rounds of {o.Seconds / o.Rounds:0.##} s " +
+            "(fresh sockets and threads per round, first 0.2 s of each discarded)");
         var baselines = new List<LatencyRun>();
         var engines = new List<LatencyRun>();
         if (o.WarmupSeconds > 0)
         {
-            // Unmeasured: one run of each side first (tiered JIT of both paths, thread and socket start-up).
-            LatencyOptions wo = o with { Seconds = o.WarmupSeconds, WarmupSeconds = 0 };
-            RunOnce(wo, withEngine: false);
-            RunOnce(wo, withEngine: true);
+            // Unmeasured: tiered JIT of both paths, thread and socket start-up.
+            RunOnce(o with { Seconds = o.WarmupSeconds, WarmupSeconds = 0 });
         }
         for (int round = 0; round < o.Rounds; round++)
         {
-            // Each run still discards its first 0.2 s; the side that goes first alternates.
             LatencyOptions ro = o with { Seconds = o.Seconds / o.Rounds, WarmupSeconds = Math.Min(0.2, o.WarmupSeconds) };
-            bool engineFirst = round % 2 == 1;
-            LatencyRun first = RunOnce(ro, withEngine: engineFirst);
-            LatencyRun second = RunOnce(ro, withEngine: !engineFirst);
-            baselines.Add(engineFirst ? second : first);
-            engines.Add(engineFirst ? first : second);
+            (LatencyRun b, LatencyRun e) = RunOnce(ro);
+            baselines.Add(b);
+            engines.Add(e);
         }
         Console.WriteLine("// per round, send→release p50/p99 µs: baseline " +
             string.Join("  ", baselines.Select(r => $"{Percentile(r.EndToEndUs, 50):F0}/{Percentile(r.EndToEndUs, 99):F0}")) +
@@ -202,10 +208,19 @@ public static class LatencyBench
         }
     }
 
-    private static LatencyRun RunOnce(LatencyOptions o, bool withEngine)
+    /// <summary>True for the engine connection's request indexes, false for the baseline's (every <paramref name="every"/>-th).</summary>
+    private static bool IsEngine(int index, int every) => index % every != every - 1;
+
+    /// <summary>The client port of a guest → client reply (its TCP destination port).</summary>
+    private static ushort ReplyClientPort(byte[] frame, int length) =>
+        length >= BenchFrames.TcpOffset + 4 ? BinaryPrimitives.ReadUInt16BigEndian(frame.AsSpan(BenchFrames.TcpOffset + 2)) : (ushort)0;
+
+    private static (LatencyRun Baseline, LatencyRun Engine) RunOnce(LatencyOptions o)
     {
-        int warm = (int)(o.Rate * o.WarmupSeconds);
-        int measured = (int)(o.Rate * o.Seconds);
+        // Request slots: every o.BaselineEvery-th carries a baseline request, the others engine requests (o.Rate per s).
+        double slotRate = (double)o.Rate * o.BaselineEvery / (o.BaselineEvery - 1);
+        int warm = (int)(slotRate * o.WarmupSeconds);
+        int measured = (int)(slotRate * o.Seconds);
         int total = warm + measured;
         var sendTs = new long[total];
         var pvmReadTs = new long[total];
@@ -247,16 +262,14 @@ public static class LatencyBench
                     {
                         pvmReadTs[idx] = Stopwatch.GetTimestamp();
                     }
-                    if (withEngine)
-                    {
-                        lock (gate)
-                        {
-                            engine.OnPvmFrame(buffer.AsSpan(0, n));
-                        }
-                    }
-                    else
+                    if (ReplyClientPort(buffer, n) == BaselinePort)
                     {
                         sink.Release(buffer.AsSpan(0, n));
+                        continue;
+                    }
+                    lock (gate)
+                    {
+                        engine.OnPvmFrame(buffer.AsSpan(0, n));
                     }
                 }
             }));
@@ -270,47 +283,46 @@ public static class LatencyBench
                     {
                         return;
                     }
-                    if (withEngine)
+                    if (ReplyClientPort(buffer, n) == BaselinePort)
                     {
-                        lock (gate)
-                        {
-                            engine.OnSvmFrame(buffer.AsSpan(0, n));
-                        }
+                        continue;
+                    }
+                    lock (gate)
+                    {
+                        engine.OnSvmFrame(buffer.AsSpan(0, n));
                     }
                 }
             }));
-            if (withEngine)
+            tasks.Add(Task.Run(async () =>
             {
-                tasks.Add(Task.Run(async () =>
+                using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(20));
+                try
                 {
-                    using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(20));
-                    try
+                    while (await timer.WaitForNextTickAsync(cts.Token))
                     {
-                        while (await timer.WaitForNextTickAsync(cts.Token))
+                        lock (gate)
                         {
-                            lock (gate)
-                            {
-                                engine.OnTick();
-                            }
+                            engine.OnTick();
                         }
                     }
-                    catch (OperationCanceledException)
-                    {
-                    }
-                }));
-            }
+                }
+                catch (OperationCanceledException)
+                {
+                }
+            }));
 
             GC.Collect();
             GC.WaitForPendingFinalizers();
-            int late = 0;
+            int lateEngine = 0, lateBaseline = 0;
             long measureStart = 0, measureEnd = 0;
             var sender = new Thread(() =>
             {
                 Pacer.PrepareThread();
-                byte[] req = BenchFrames.Tcp(false, 0x3000_0001, 0x4000_0001, BenchFrames.Ack | BenchFrames.Psh, BenchFrames.Payload(o.Payload));
-                double interval = (double)Stopwatch.Frequency / o.Rate;
+                byte[] req = BenchFrames.Tcp(false, 0, 0, BenchFrames.Ack | BenchFrames.Psh, BenchFrames.Payload(o.Payload));
+                double interval = Stopwatch.Frequency / slotRate;
                 long start = Stopwatch.GetTimestamp() + Stopwatch.Frequency / 100;
-                uint clientSeq = 0x3000_0001, guestSeq = 0x4000_0001;
+                uint[] clientSeq = [0x3000_0001, 0x3000_0001];
+                uint[] guestSeq = [0x4000_0001, 0x4000_0001];
                 for (int i = 0; i < total; i++)
                 {
                     long target = start + (long)(i * interval);
@@ -319,16 +331,25 @@ public static class LatencyBench
                     {
                         measureStart = now;
                     }
-                    if (i >= warm && now - target > interval)
+                    if (i >= warm && now - target > 2 * interval)
                     {
-                        late++;
+                        if (IsEngine(i, o.BaselineEvery))
+                        {
+                            lateEngine++;
+                        }
+                        else
+                        {
+                            lateBaseline++;
+                        }
                     }
-                    BinaryPrimitives.WriteUInt32BigEndian(req.AsSpan(BenchFrames.SeqOffset), clientSeq);
-                    BinaryPrimitives.WriteUInt32BigEndian(req.AsSpan(BenchFrames.AckOffset), guestSeq);
+                    int c = IsEngine(i, o.BaselineEvery) ? 0 : 1;
+                    BinaryPrimitives.WriteUInt16BigEndian(req.AsSpan(BenchFrames.TcpOffset), c == 0 ? EnginePort : BaselinePort);
+                    BinaryPrimitives.WriteUInt32BigEndian(req.AsSpan(BenchFrames.SeqOffset), clientSeq[c]);
+                    BinaryPrimitives.WriteUInt32BigEndian(req.AsSpan(BenchFrames.AckOffset), guestSeq[c]);
                     BinaryPrimitives.WriteInt32BigEndian(req.AsSpan(IndexOffset), i);
                     BenchFrames.FixChecksums(req);
-                    clientSeq += (uint)o.Payload;
-                    guestSeq += (uint)o.Payload;
+                    clientSeq[c] += (uint)o.Payload;
+                    guestSeq[c] += (uint)o.Payload;
                     sendTs[i] = Stopwatch.GetTimestamp();
                     p.WriteFrame(req);
                     s.WriteFrame(req);
@@ -344,47 +365,55 @@ public static class LatencyBench
                 Thread.Sleep(5);
             }
 
-            var e2e = new List<double>(measured);
-            var hold = new List<double>(withEngine ? measured : 0);
-            double usPerTick = 1e6 / Stopwatch.Frequency;
-            for (int i = warm; i < total; i++)
+            EngineFigures counters;
+            lock (gate)
             {
-                long r = Volatile.Read(ref releaseTs[i]);
-                if (r == 0)
-                {
-                    continue;
-                }
-                e2e.Add((r - sendTs[i]) * usPerTick);
-                if (withEngine)
-                {
-                    hold.Add((r - pvmReadTs[i]) * usPerTick);
-                }
+                CompareCounters c = engine.Counters;
+                counters = new EngineFigures(c.PvmFrames, c.SvmFrames, c.MatchedFrames, c.ReleasedFrames, c.HeldFrames, c.Mismatches,
+                    c.TotalCheckpointRequests, c.InternalErrors);
             }
-            double[] e2eSorted = e2e.ToArray();
-            double[] holdSorted = hold.ToArray();
-            Array.Sort(e2eSorted);
-            Array.Sort(holdSorted);
-            EngineFigures? counters = null;
-            if (withEngine)
+            double seconds = measureEnd > measureStart ? (double)(measureEnd - measureStart) / Stopwatch.Frequency : 0;
+            LatencyRun Collect(bool engineSide)
             {
-                lock (gate)
+                var e2e = new List<double>(measured);
+                var hold = new List<double>(engineSide ? measured : 0);
+                int sent = 0;
+                double usPerTick = 1e6 / Stopwatch.Frequency;
+                for (int i = warm; i < total; i++)
                 {
-                    CompareCounters c = engine.Counters;
-                    counters = new EngineFigures(c.PvmFrames, c.SvmFrames, c.MatchedFrames, c.ReleasedFrames, c.HeldFrames, c.Mismatches,
-                        c.TotalCheckpointRequests, c.InternalErrors);
+                    if (IsEngine(i, o.BaselineEvery) != engineSide)
+                    {
+                        continue;
+                    }
+                    sent++;
+                    long r = Volatile.Read(ref releaseTs[i]);
+                    if (r == 0)
+                    {
+                        continue;
+                    }
+                    e2e.Add((r - sendTs[i]) * usPerTick);
+                    if (engineSide)
+                    {
+                        hold.Add((r - pvmReadTs[i]) * usPerTick);
+                    }
                 }
+                double[] e2eSorted = e2e.ToArray();
+                double[] holdSorted = hold.ToArray();
+                Array.Sort(e2eSorted);
+                Array.Sort(holdSorted);
+                return new LatencyRun
+                {
+                    Name = engineSide ? "engine" : "baseline",
+                    Sent = sent,
+                    Released = e2eSorted.Length,
+                    AchievedRate = seconds > 0 ? sent / seconds : 0,
+                    LateSends = engineSide ? lateEngine : lateBaseline,
+                    EndToEndUs = e2eSorted,
+                    HoldUs = holdSorted,
+                    Engine = engineSide ? counters : null,
+                };
             }
-            return new LatencyRun
-            {
-                Name = withEngine ? "engine" : "baseline",
-                Sent = measured,
-                Released = e2eSorted.Length,
-                AchievedRate = measureEnd > measureStart ? measured / ((double)(measureEnd - measureStart) / Stopwatch.Frequency) : 0,
-                LateSends = late,
-                EndToEndUs = e2eSorted,
-                HoldUs = holdSorted,
-                Engine = counters,
-            };
+            return (Collect(engineSide: false), Collect(engineSide: true));
         }
         finally
         {
@@ -446,7 +475,7 @@ public static class LatencyBench
         var t = new Thread(() =>
         {
             var buf = new byte[4 + NetdevStreamConnection.MaxFrameLength];
-            uint guestSeq = 0x4000_0001;
+            uint[] guestSeq = [0x4000_0001, 0x4000_0001]; // per client port: engine, baseline connection
             ushort ipId = (ushort)ipIdBase;
             try
             {
@@ -466,10 +495,11 @@ public static class LatencyBench
                     Swap(f, BenchFrames.IpOffset + 12, BenchFrames.IpOffset + 16, 4); // IPv4 addresses
                     Swap(f, BenchFrames.TcpOffset, BenchFrames.TcpOffset + 2, 2);     // ports
                     int payload = len - BenchFrames.PayloadOffset;
+                    int c = BinaryPrimitives.ReadUInt16BigEndian(f.Slice(BenchFrames.TcpOffset + 2)) == EnginePort ? 0 : 1;
                     uint clientSeq = BinaryPrimitives.ReadUInt32BigEndian(f.Slice(BenchFrames.SeqOffset));
-                    BinaryPrimitives.WriteUInt32BigEndian(f.Slice(BenchFrames.SeqOffset), guestSeq);
+                    BinaryPrimitives.WriteUInt32BigEndian(f.Slice(BenchFrames.SeqOffset), guestSeq[c]);
                     BinaryPrimitives.WriteUInt32BigEndian(f.Slice(BenchFrames.AckOffset), clientSeq + (uint)payload);
-                    guestSeq += (uint)payload;
+                    guestSeq[c] += (uint)payload;
                     BinaryPrimitives.WriteUInt16BigEndian(f.Slice(BenchFrames.IpOffset + 4), ipId++);
                     f[BenchFrames.IpOffset + 8] = ttl;
                     BenchFrames.FixChecksums(f);

@@ -3,7 +3,7 @@
 //   2. SequenceRewriter, RewriteFromSvm + RewriteFromClient per operation, BenchmarkDotNet;
 //   3. (--latency) added latency of the compare path on a loopback echo over -netdev stream sockets at a paced rate.
 // Usage: dotnet run -c Release --project bench/Colo.Proxy.Bench -- [--latency | --no-latency]
-//        [--rate 10000] [--seconds 5] [--warmup 1] [--payload 64] [--rounds 5] [BenchmarkDotNet args, e.g. --filter '*Matched*']
+//        [--rate 10000] [--seconds 5] [--warmup 1] [--payload 64] [--rounds 5] [--baseline-every 4] [BenchmarkDotNet args, e.g. --filter '*Matched*']
 // Default: the BenchmarkDotNet suite (short in-process job), then the latency mode, then a summary against the targets.
 using System.Globalization;
 using BenchmarkDotNet.Configs;
@@ -37,6 +37,7 @@ try
             case "--warmup": latency = latency with { WarmupSeconds = double.Parse(Next(), CultureInfo.InvariantCulture) }; break;
             case "--payload": latency = latency with { Payload = int.Parse(Next(), CultureInfo.InvariantCulture) }; break;
             case "--rounds": latency = latency with { Rounds = int.Parse(Next(), CultureInfo.InvariantCulture) }; break;
+            case "--baseline-every": latency = latency with { BaselineEvery = int.Parse(Next(), CultureInfo.InvariantCulture) }; break;
             default: bdnArgs.Add(args[i]); break;
         }
     }
@@ -48,7 +49,7 @@ try
 catch (Exception e) when (e is ArgumentException or FormatException or OverflowException)
 {
     Console.Error.WriteLine(e.Message);
-    Console.Error.WriteLine("usage: Colo.Proxy.Bench [--latency | --no-latency] [--rate 10000] [--seconds 5] [--warmup 1] [--payload 64] [--rounds 5] [BenchmarkDotNet args]");
+    Console.Error.WriteLine("usage: Colo.Proxy.Bench [--latency | --no-latency] [--rate 10000] [--seconds 5] [--warmup 1] [--payload 64] [--rounds 5] [--baseline-every 4] [BenchmarkDotNet args]");
     return 2;
 }
 
