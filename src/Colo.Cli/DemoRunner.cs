@@ -143,7 +143,8 @@ internal sealed partial class DemoRunner
     {
         string clientOut = Path.Combine(_runDir, "client.json");
         var client = StartClient("--bench-at", "1", "--bench-requests", _o.BenchRequests.ToString(), "--bench-clients", _o.BenchClients.ToString(),
-            "--out", clientOut, "--events", Path.Combine(_runDir, "client-events.jsonl"));
+            "--out", clientOut, "--events", Path.Combine(_runDir, "client-events.jsonl"),
+            "--wire-interface", DemoTopology.BridgeName, "--guest-mac", _topo.GuestMac);
         var (killedAtUnixMs, priBeforeKill) = await InjectFailureAsync(client, DateTimeOffset.UtcNow, ct);
 
         await client.WaitForExitAsync(ct).WaitAsync(TimeSpan.FromSeconds(_o.DurationS + 120), ct);
@@ -171,6 +172,8 @@ internal sealed partial class DemoRunner
             _ => "primary's QEMU",
         };
         report.Disk = ReplicationFigures(secEnd?.Disk, null, null);
+        if (workload.Wire is null)
+            report.RunFailures.Add("wire probe result present (the client wrote none)");
         CheckOneVmServes(report, priEnd, secEnd);
         string? stateLine = null;
         if (_o.KillSecondary && priEnd != null)

@@ -16,8 +16,10 @@ namespace Colo.Demo;
 /// <c>colo demo-client</c> subcommand started with <c>ip netns exec colo-TAG-lan ...</c>) and drives the guest with
 /// (a) a Redis <c>INCR</c> loop over one long-lived TCP connection (checks the counter is continuous),
 /// (b) an HTTP loop with one new TCP connection per request, and
-/// (c) one <c>redis-benchmark</c> run at a configured offset.
-/// All three run concurrently; timestamps are Unix milliseconds of the wall clock.
+/// (c) one <c>redis-benchmark</c> run at a configured offset, and optionally
+/// (d) the wire probe (<see cref="WireCapture"/>, with <see cref="ClientWorkloadOptions.WireInterface"/>): a capture on the
+/// client's LAN interface that checks the INCR connection's sequence numbers, plus ICMP echo and ARP requests to the guest.
+/// All run concurrently; timestamps are Unix milliseconds of the wall clock.
 /// </summary>
 public sealed partial class ClientWorkload
 {
@@ -54,15 +56,30 @@ public sealed partial class ClientWorkload
         events.Write(clock.UnixMs, "start", $"guest={options.GuestIp} duration_s={options.Duration.TotalSeconds.ToString(CultureInfo.InvariantCulture)}");
         _logger.LogInformation("client workload against {Guest} for {Duration}", options.GuestIp, options.Duration);
 
-        var tasks = new List<Task>();
-        if (options.EnableRedis)
-            tasks.Add(Task.Run(() => RunRedisAsync(options, result.Redis, clock, events, cancellationToken), CancellationToken.None));
-        if (options.EnableHttp)
-            tasks.Add(Task.Run(() => RunHttpAsync(options, result.Http, clock, events, cancellationToken), CancellationToken.None));
-        if (options.BenchmarkStart is { } start)
-            tasks.Add(Task.Run(() => RunBenchmarkAsync(options, start, result.RedisBenchmark, clock, events, cancellationToken), CancellationToken.None));
+        WireCapture? wire = StartWireProbe(options, result, clock, events);
+        try
+        {
+            var tasks = new List<Task>();
+            if (options.EnableRedis)
+                tasks.Add(Task.Run(() => RunRedisAsync(options, result.Redis, clock, events, wire, cancellationToken), CancellationToken.None));
+            if (options.EnableHttp)
+                tasks.Add(Task.Run(() => RunHttpAsync(options, result.Http, clock, events, cancellationToken), CancellationToken.None));
+            if (options.BenchmarkStart is { } start)
+                tasks.Add(Task.Run(() => RunBenchmarkAsync(options, start, result.RedisBenchmark, clock, events, cancellationToken), CancellationToken.None));
 
-        await Task.WhenAll(tasks).ConfigureAwait(false);
+            await Task.WhenAll(tasks).ConfigureAwait(false);
+        }
+        finally
+        {
+            if (wire is not null)
+                result.Wire = await wire.StopAsync().ConfigureAwait(false);
+        }
+        if (result.Wire is { } w)
+        {
+            events.Write(clock.UnixMs, w.Error is null ? "wire_end" : "wire_error",
+                $"guest_segments={w.Tcp.Guest.Segments} gaps_and_jumps={w.Tcp.Guest.SeqGaps} client_rsts={w.Tcp.Client.Rsts} pings={w.Icmp.Sent} arp_replies={w.Arp.Replies} drops={w.CaptureDrops}" +
+                (w.Error is null ? "" : " error=" + w.Error));
+        }
 
         events.Write(clock.UnixMs, "end",
             $"redis_ops={result.Redis.Ops} redis_errors={result.Redis.Errors} http_requests={result.Http.Requests} http_errors={result.Http.Errors}");
@@ -79,9 +96,35 @@ public sealed partial class ClientWorkload
         return result;
     }
 
+    /// <summary>Starts the wire probe when <see cref="ClientWorkloadOptions.WireInterface"/> is set; a probe that cannot start is recorded in <paramref name="result"/>.</summary>
+    private WireCapture? StartWireProbe(ClientWorkloadOptions o, ClientWorkloadResult result, Clock clock, EventLog events)
+    {
+        if (o.WireInterface is not { } name)
+            return null;
+        try
+        {
+            WireCapture wire = WireCapture.Start(new WireCaptureOptions
+            {
+                InterfaceName = name,
+                GuestIp = o.GuestIp,
+                GuestMac = o.GuestMac!,
+                PingInterval = o.PingInterval,
+            }, _logger);
+            events.Write(clock.UnixMs, "wire_start", wire.ToString());
+            return wire;
+        }
+        catch (Exception e) when (e is IOException or SocketException or UnauthorizedAccessException or ArgumentException)
+        {
+            result.Wire = new WireProbeResult { Interface = name, Error = e.Message };
+            events.Write(clock.UnixMs, "wire_error", e.Message);
+            _logger.LogWarning("wire probe could not start: {Error}", e.Message);
+            return null;
+        }
+    }
+
     // ---------------------------------------------------------------- (a) Redis
 
-    private async Task RunRedisAsync(ClientWorkloadOptions o, RedisWorkloadResult r, Clock clock, EventLog events, CancellationToken ct)
+    private async Task RunRedisAsync(ClientWorkloadOptions o, RedisWorkloadResult r, Clock clock, EventLog events, WireCapture? wire, CancellationToken ct)
     {
         byte[] request = BuildIncrRequest(o.RedisKey);
         var endPoint = new IPEndPoint(o.GuestIp, o.RedisPort);
@@ -103,7 +146,7 @@ public sealed partial class ClientWorkload
                     op.CancelAfter(o.OperationTimeout);
                     if (socket is null)
                     {
-                        socket = await ConnectAsync(endPoint, op.Token).ConfigureAwait(false);
+                        socket = await ConnectAsync(endPoint, op.Token, wire).ConfigureAwait(false);
                         reader.Reset();
                         if (everConnected)
                         {
@@ -396,11 +439,17 @@ public sealed partial class ClientWorkload
 
     // ---------------------------------------------------------------- helpers
 
-    private static async Task<Socket> ConnectAsync(IPEndPoint endPoint, CancellationToken ct)
+    /// <summary>Connects a new TCP socket; with <paramref name="wire"/>, binds it first and has the probe follow the connection from its SYN.</summary>
+    private static async Task<Socket> ConnectAsync(IPEndPoint endPoint, CancellationToken ct, WireCapture? wire = null)
     {
         var socket = new Socket(endPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
         try
         {
+            if (wire is not null)
+            {
+                socket.Bind(new IPEndPoint(endPoint.AddressFamily == AddressFamily.InterNetworkV6 ? IPAddress.IPv6Any : IPAddress.Any, 0));
+                wire.Track((IPEndPoint)socket.LocalEndPoint!, endPoint);
+            }
             await socket.ConnectAsync(endPoint, ct).ConfigureAwait(false);
             // TCP simultaneous open can connect a socket to itself when nothing listens on a local ephemeral port.
             if (socket.LocalEndPoint is IPEndPoint local && local.Equals(endPoint))
@@ -512,7 +561,8 @@ public sealed partial class ClientWorkload
 /// One line of the workload's events file, e.g.
 /// <c>{"at_ms":1764526800123,"event":"redis_gap","gap_ms":1840,"gap_start_ms":1764526798283}</c>.
 /// Events: <c>start</c>, <c>redis_connected</c>, <c>redis_error</c>, <c>redis_reconnected</c>, <c>redis_gap</c>,
-/// <c>redis_discontinuity</c>, <c>http_error</c>, <c>benchmark_start</c>, <c>benchmark_end</c>, <c>benchmark_error</c>, <c>end</c>.
+/// <c>redis_discontinuity</c>, <c>http_error</c>, <c>benchmark_start</c>, <c>benchmark_end</c>, <c>benchmark_error</c>,
+/// <c>wire_start</c>, <c>wire_end</c>, <c>wire_error</c>, <c>end</c>.
 /// </summary>
 public sealed class WorkloadEvent
 {

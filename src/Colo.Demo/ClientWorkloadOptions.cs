@@ -68,6 +68,18 @@ public sealed class ClientWorkloadOptions
     /// <summary>File to which one JSON line per notable event is appended (with <c>at_ms</c>, Unix ms); null = none.</summary>
     public string? EventsPath { get; init; }
 
+    /// <summary>
+    /// The client's LAN interface to run the wire probe on (<see cref="WireCapture"/>: sequence numbers of the INCR
+    /// connection on the wire, ICMP echo and ARP to the guest); null (the default) runs no probe. Needs CAP_NET_RAW.
+    /// </summary>
+    public string? WireInterface { get; init; }
+
+    /// <summary>The guest's MAC (replies must come from it); required with <see cref="WireInterface"/>.</summary>
+    public string? GuestMac { get; init; }
+
+    /// <summary>Time between two echo requests of the wire probe. Default 250 ms.</summary>
+    public TimeSpan PingInterval { get; init; } = TimeSpan.FromMilliseconds(250);
+
     /// <summary>Checks the values.</summary>
     /// <exception cref="ArgumentException">A value is out of range (non-positive duration/timeouts/counts, bad port, empty strings).</exception>
     public void Validate()
@@ -86,6 +98,12 @@ public sealed class ClientWorkloadOptions
         ArgumentException.ThrowIfNullOrWhiteSpace(BenchmarkTests);
         ArgumentException.ThrowIfNullOrWhiteSpace(BenchmarkExecutable);
         ArgumentException.ThrowIfNullOrWhiteSpace(RedisKey);
+        if (WireInterface is not null)
+        {
+            ArgumentException.ThrowIfNullOrWhiteSpace(WireInterface);
+            ArgumentException.ThrowIfNullOrWhiteSpace(GuestMac);
+            if (PingInterval <= TimeSpan.Zero) throw new ArgumentException("PingInterval must be positive", nameof(PingInterval));
+        }
         if (string.IsNullOrEmpty(HttpPath) || HttpPath[0] != '/') throw new ArgumentException("HttpPath must start with '/'", nameof(HttpPath));
     }
 }

@@ -5,7 +5,7 @@ namespace Colo.Demo;
 
 /// <summary>
 /// What <see cref="ClientWorkload"/> measured; serialised as
-/// <c>{"redis":{...},"http":{...},"redis_benchmark":{...}}</c> with snake_case names.
+/// <c>{"redis":{...},"http":{...},"redis_benchmark":{...},"wire":{...}}</c> with snake_case names (<c>wire</c> only with the wire probe).
 /// </summary>
 public sealed class ClientWorkloadResult
 {
@@ -20,6 +20,11 @@ public sealed class ClientWorkloadResult
     /// <summary>redis-benchmark results.</summary>
     [JsonPropertyName("redis_benchmark")]
     public RedisBenchmarkResult RedisBenchmark { get; set; } = new();
+
+    /// <summary>The wire probe's findings; null (omitted) when no probe ran (<see cref="ClientWorkloadOptions.WireInterface"/> not set).</summary>
+    [JsonPropertyName("wire")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public WireProbeResult? Wire { get; set; }
 
     /// <summary>The serializer options used by <see cref="ToJson"/>/<see cref="FromJson"/> (indented; names come from attributes).</summary>
     public static JsonSerializerOptions JsonOptions => DemoJson.Options;

@@ -7,9 +7,9 @@ namespace Colo.Demo;
 
 /// <summary>
 /// The final record of <c>colo demo --json PATH</c>:
-/// <c>{"ok","scenario","duration_s","redis":{...},"http":{...},"redis_benchmark":{...},"checkpoints":{...},"failover":{...},"disk":{...}}</c>.
+/// <c>{"ok","scenario","duration_s","redis":{...},"http":{...},"redis_benchmark":{...},"checkpoints":{...},"failover":{...},"wire":{...},"icmp":{...},"arp":{...},"disk":{...}}</c>.
 /// The disk scenario (<see cref="ForDisk"/>) has <c>"seed"</c> and no <c>redis</c>, <c>http</c> or <c>redis_benchmark</c>;
-/// <c>disk</c> is omitted when nothing about the disk was measured.
+/// <c>disk</c> is omitted when nothing about the disk was measured, <c>wire</c>, <c>icmp</c> and <c>arp</c> when the client ran no wire probe.
 /// </summary>
 public sealed partial class DemoReport
 {
@@ -87,6 +87,21 @@ public sealed partial class DemoReport
     [JsonPropertyName("failover")]
     public DemoFailoverSummary Failover { get; set; } = new();
 
+    /// <summary>The INCR connection's sequence numbers as captured on the client's LAN interface; null (omitted) without the wire probe.</summary>
+    [JsonPropertyName("wire")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public DemoWireSummary? Wire { get; set; }
+
+    /// <summary>The client's ICMP echo probe; null (omitted) without the wire probe.</summary>
+    [JsonPropertyName("icmp")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public DemoIcmpSummary? Icmp { get; set; }
+
+    /// <summary>The client's ARP probe; null (omitted) without the wire probe.</summary>
+    [JsonPropertyName("arp")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public DemoArpSummary? Arp { get; set; }
+
     /// <summary>Disk figures (see <see cref="DemoDiskSummary"/>); null (omitted) when nothing was measured.</summary>
     [JsonPropertyName("disk")]
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
@@ -144,7 +159,8 @@ public sealed partial class DemoReport
     /// Assembles a report (with <see cref="Ok"/> computed) from the orchestrator's raw measurements.
     /// With a kill (<paramref name="killedAtUnixMs"/> &gt; 0): detected_ms = <paramref name="detectedAtUnixMs"/> − kill time,
     /// or −1 when the secondary never detected the loss (<paramref name="detectedAtUnixMs"/> ≤ 0), which fails the rules;
-    /// client_gap_ms from <see cref="ComputeClientGapMs"/>. Without a kill both are 0.
+    /// client_gap_ms from <see cref="ComputeClientGapMs"/>. Without a kill both are 0. The wire probe's sections come
+    /// from <see cref="ClientWorkloadResult.Wire"/> (see <see cref="ApplyWireProbe"/>).
     /// </summary>
     /// <param name="durationS">Demo duration in seconds.</param>
     /// <param name="workload">The client workload's result.</param>
@@ -169,6 +185,7 @@ public sealed partial class DemoReport
         }
         DemoReport report = Create(workload, durationS, pausesMs, failover);
         report.Checkpoints.Count = checkpointCount;
+        report.ApplyWireProbe(workload.Wire, killedAtUnixMs, detectedAtUnixMs);
         report.UpdateOk();
         return report;
     }
@@ -177,7 +194,8 @@ public sealed partial class DemoReport
     /// The acceptance rules that fail, plus <see cref="RunFailures"/>. Service scenario: redis.errors==0,
     /// redis.continuous, redis.reconnects==0, http.errors==0, redis_benchmark.errors==0, checkpoints.count&gt;=1,
     /// failover.detected_ms&lt;=1000 (and not negative: −1 means "never detected", another negative value "detected
-    /// before the kill"), failover.client_gap_ms&lt;=3000. Disk scenario: see <see cref="FailedDiskRules"/>.
+    /// before the kill"), failover.client_gap_ms&lt;=3000, and the wire probe's rules when its sections are present
+    /// (see <see cref="FailedWireRules"/>). Disk scenario: see <see cref="FailedDiskRules"/>.
     /// </summary>
     /// <returns>One description per failed rule; empty when all hold.</returns>
     public IReadOnlyList<string> FailedRules()
@@ -207,6 +225,7 @@ public sealed partial class DemoReport
         if (Failover.DetectedMs > MaxDetectedMs) failed.Add($"failover.detected_ms <= {MaxDetectedMs} (was {Failover.DetectedMs})");
         if (Failover.DetectedMs < 0) failed.Add(Failover.DetectedMs == -1 ? "failover detected (secondary never declared the primary lost)" : $"failover.detected_ms >= 0 (was {Failover.DetectedMs}: detected before the kill)");
         if (Failover.ClientGapMs > MaxClientGapMs) failed.Add($"failover.client_gap_ms <= {MaxClientGapMs} (was {Failover.ClientGapMs})");
+        FailedWireRules(failed);
     }
 
     /// <summary>Evaluates the acceptance rules (see <see cref="FailedRules"/>) without changing <see cref="Ok"/>.</summary>
@@ -281,6 +300,7 @@ public sealed partial class DemoReport
             sb.AppendLine(ci, $"  redis-benchmark: {RedisBenchmark.RequestsPerS:0} requests/s, {RedisBenchmark.Errors} errors");
         if (Disk != null)
             AppendDiskSummary(sb);
+        AppendWireSummary(sb);
         sb.AppendLine(ci, $"  checkpoints:     {Checkpoints.Count}, pause p50 {Checkpoints.PauseMsP50:0.0} ms, p99 {Checkpoints.PauseMsP99:0.0} ms");
         if (CheckpointsByReason.Values.Any(v => v > 0))
             sb.AppendLine(ci, $"                   by trigger: {string.Join(", ", CheckpointsByReason.Where(kv => kv.Value > 0).OrderByDescending(kv => kv.Value).Select(kv => $"{kv.Key} {kv.Value}"))}");

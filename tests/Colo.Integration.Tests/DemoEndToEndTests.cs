@@ -31,6 +31,28 @@ public sealed class DemoEndToEndTests
         var failover = report.GetProperty("failover");
         Assert.InRange(failover.GetProperty("detected_ms").GetInt64(), 0, 1000);
         Assert.InRange(failover.GetProperty("client_gap_ms").GetInt64(), 0, 3000);
+
+        // On the wire (capture on the client's LAN interface): the INCR connection's sequence numbers are continuous
+        // across the checkpoints and the failover, the client never reset it, and ICMP echo and ARP were answered by
+        // the protected guest and by the SVM after the failover.
+        var wire = report.GetProperty("wire");
+        Assert.Equal(0, wire.GetProperty("seq_gaps").GetInt64());
+        Assert.Equal(0, wire.GetProperty("client_rsts").GetInt64());
+        Assert.Equal(0, wire.GetProperty("ack_beyond_sent").GetInt64());
+        Assert.True(wire.GetProperty("handshake_seen").GetBoolean());
+        Assert.Equal(1, wire.GetProperty("connections").GetInt32());
+        long segments = wire.GetProperty("segments").GetInt64();
+        Assert.True(segments > 100, $"only {segments} guest segments captured");
+        Assert.True(wire.GetProperty("segments_after_failover").GetInt64() > 0, "no guest segment captured after the failover");
+        var icmp = report.GetProperty("icmp");
+        Assert.Equal(0, icmp.GetProperty("payload_mismatches").GetInt64());
+        Assert.True(icmp.GetProperty("answered_before_failover").GetInt64() > 0, "no echo reply before the failover");
+        Assert.True(icmp.GetProperty("answered_after_failover").GetInt64() > 0, "no echo reply after the failover");
+        var arp = report.GetProperty("arp");
+        Assert.Equal(0, arp.GetProperty("wrong_mac").GetInt64());
+        Assert.True(arp.GetProperty("replies").GetInt64() > 0, "no ARP reply");
+        Assert.True(arp.GetProperty("replies_before_failover").GetInt64() > 0, "no ARP reply before the failover");
+        Assert.True(arp.GetProperty("replies_after_failover").GetInt64() > 0, "no ARP reply after the failover");
     }
 
     [DemoFact]
