@@ -12,8 +12,10 @@ namespace Colo.Proxy.Bench;
 /// <param name="Payload">TCP payload bytes per request and reply (at least 4: the packet index).</param>
 /// <param name="Rounds">Measured runs, each on fresh sockets and threads.</param>
 /// <param name="BaselineEvery">One request slot in this many is a baseline request (at least 2).</param>
+/// <param name="SeparateGuests">A thread per guest instead of one thread serving both in turn (see
+/// <see cref="LatencyBench"/>): on this 2-core host the SVM's reply then also waits for its own thread to be scheduled.</param>
 public sealed record LatencyOptions(int Rate = 10_000, double Seconds = 5, double WarmupSeconds = 1, int Payload = 64, int Rounds = 5,
-    int BaselineEvery = 4);
+    int BaselineEvery = 4, bool SeparateGuests = false);
 
 /// <summary>Result of one latency run.</summary>
 public sealed class LatencyRun
@@ -30,8 +32,11 @@ public sealed class LatencyRun
     public int LateSends { get; init; }
     /// <summary>Send → release, µs, sorted.</summary>
     public required double[] EndToEndUs { get; init; }
-    /// <summary>PVM reply read by the proxy → release, µs, sorted.</summary>
+    /// <summary>PVM reply read by the proxy → release, µs, sorted (engine runs only).</summary>
     public required double[] HoldUs { get; init; }
+    /// <summary>Later of the two replies read by the proxy → release, µs, sorted: the proxy's own time (lock, compare,
+    /// release), without the wait for the SVM (engine runs only).</summary>
+    public required double[] ProxyUs { get; init; }
     /// <summary>Engine counters after the run (engine runs only).</summary>
     public EngineFigures? Engine { get; init; }
 
@@ -42,8 +47,10 @@ public sealed class LatencyRun
     {
         double[] e2e = runs.SelectMany(r => r.EndToEndUs).ToArray();
         double[] hold = runs.SelectMany(r => r.HoldUs).ToArray();
+        double[] proxy = runs.SelectMany(r => r.ProxyUs).ToArray();
         Array.Sort(e2e);
         Array.Sort(hold);
+        Array.Sort(proxy);
         EngineFigures? engine = null;
         foreach (LatencyRun r in runs)
         {
@@ -61,6 +68,7 @@ public sealed class LatencyRun
             LateSends = runs.Sum(r => r.LateSends),
             EndToEndUs = e2e,
             HoldUs = hold,
+            ProxyUs = proxy,
             Engine = engine,
         };
     }
@@ -200,7 +208,8 @@ public static class LatencyBench
             $"send→release µs p50 {Percentile(r.EndToEndUs, 50):F1} p99 {Percentile(r.EndToEndUs, 99):F1} " +
             $"p99.9 {Percentile(r.EndToEndUs, 99.9):F1} max {Percentile(r.EndToEndUs, 100):F1}" +
             (r.HoldUs.Length > 0
-                ? $"; PVM reply read→release µs p50 {Percentile(r.HoldUs, 50):F1} p99 {Percentile(r.HoldUs, 99):F1} p99.9 {Percentile(r.HoldUs, 99.9):F1}"
+                ? $"; PVM reply read→release µs p50 {Percentile(r.HoldUs, 50):F1} p99 {Percentile(r.HoldUs, 99):F1} p99.9 {Percentile(r.HoldUs, 99.9):F1}" +
+                  $"; later reply read→release µs p50 {Percentile(r.ProxyUs, 50):F1} p99 {Percentile(r.ProxyUs, 99):F1} p99.9 {Percentile(r.ProxyUs, 99.9):F1}"
                 : ""));
         if (r.Engine is { } f)
         {
@@ -224,6 +233,7 @@ public static class LatencyBench
         int total = warm + measured;
         var sendTs = new long[total];
         var pvmReadTs = new long[total];
+        var svmReadTs = new long[total];
         var releaseTs = new long[total];
         int released = 0;
 
@@ -243,8 +253,7 @@ public static class LatencyBench
             pvm = pvmListener.AcceptAsync(TimeSpan.FromSeconds(10), cts.Token).GetAwaiter().GetResult();
             svmGuest = Connect(svmListener.Path);
             svm = svmListener.AcceptAsync(TimeSpan.FromSeconds(10), cts.Token).GetAwaiter().GetResult();
-            StartGuest(pvmGuest, "pvm-guest", ipIdBase: 1, ttl: 64);
-            StartGuest(svmGuest, "svm-guest", ipIdBase: 30000, ttl: 63);
+            StartGuests(pvmGuest, svmGuest, oneThread: !o.SeparateGuests);
 
             NetdevStreamConnection p = pvm, s = svm;
             tasks.Add(Task.Run(async () =>
@@ -286,6 +295,11 @@ public static class LatencyBench
                     if (ReplyClientPort(buffer, n) == BaselinePort)
                     {
                         continue;
+                    }
+                    int idx = Index(buffer, n, total);
+                    if (idx >= 0)
+                    {
+                        svmReadTs[idx] = Stopwatch.GetTimestamp();
                     }
                     lock (gate)
                     {
@@ -377,6 +391,7 @@ public static class LatencyBench
             {
                 var e2e = new List<double>(measured);
                 var hold = new List<double>(engineSide ? measured : 0);
+                var proxy = new List<double>(engineSide ? measured : 0);
                 int sent = 0;
                 double usPerTick = 1e6 / Stopwatch.Frequency;
                 for (int i = warm; i < total; i++)
@@ -395,12 +410,15 @@ public static class LatencyBench
                     if (engineSide)
                     {
                         hold.Add((r - pvmReadTs[i]) * usPerTick);
+                        proxy.Add((r - Math.Max(pvmReadTs[i], Volatile.Read(ref svmReadTs[i]))) * usPerTick);
                     }
                 }
                 double[] e2eSorted = e2e.ToArray();
                 double[] holdSorted = hold.ToArray();
+                double[] proxySorted = proxy.ToArray();
                 Array.Sort(e2eSorted);
                 Array.Sort(holdSorted);
+                Array.Sort(proxySorted);
                 return new LatencyRun
                 {
                     Name = engineSide ? "engine" : "baseline",
@@ -410,6 +428,7 @@ public static class LatencyBench
                     LateSends = engineSide ? lateEngine : lateBaseline,
                     EndToEndUs = e2eSorted,
                     HoldUs = holdSorted,
+                    ProxyUs = proxySorted,
                     Engine = engineSide ? counters : null,
                 };
             }
@@ -469,53 +488,96 @@ public static class LatencyBench
         return (uint)i < (uint)total ? i : -1;
     }
 
-    /// <summary>A "guest": reads framed TCP requests and writes a reply per request, like an echo server would.</summary>
-    private static void StartGuest(Socket socket, string name, int ipIdBase, byte ttl)
+    /// <summary>
+    /// Starts the "guests": per VM, reads framed TCP requests and writes a reply per request, like an echo server would.
+    /// <paramref name="oneThread"/>: one thread serves both VMs in turn (request to the PVM, then the same request to the
+    /// SVM, as the client sends them), so the SVM's reply does not wait for a second guest thread to get a CPU — on two
+    /// hosts each VM has its own; otherwise a thread per VM.
+    /// </summary>
+    private static void StartGuests(Socket pvmGuest, Socket svmGuest, bool oneThread)
     {
-        var t = new Thread(() =>
+        var pvm = new EchoGuest(pvmGuest, ipIdBase: 1, ttl: 64);
+        var svm = new EchoGuest(svmGuest, ipIdBase: 30000, ttl: 63);
+        if (oneThread)
         {
-            var buf = new byte[4 + NetdevStreamConnection.MaxFrameLength];
-            uint[] guestSeq = [0x4000_0001, 0x4000_0001]; // per client port: engine, baseline connection
-            ushort ipId = (ushort)ipIdBase;
-            try
+            Start("guests", () =>
             {
-                while (true)
+                while (pvm.EchoOne() && svm.EchoOne())
                 {
-                    if (!ReadExact(socket, buf, 0, 4))
-                    {
-                        return;
-                    }
-                    int len = BinaryPrimitives.ReadInt32BigEndian(buf);
-                    if (len < BenchFrames.PayloadOffset || len > NetdevStreamConnection.MaxFrameLength || !ReadExact(socket, buf, 4, len))
-                    {
-                        return;
-                    }
-                    Span<byte> f = buf.AsSpan(4, len);
-                    Swap(f, 0, 6, 6);                                      // MACs
-                    Swap(f, BenchFrames.IpOffset + 12, BenchFrames.IpOffset + 16, 4); // IPv4 addresses
-                    Swap(f, BenchFrames.TcpOffset, BenchFrames.TcpOffset + 2, 2);     // ports
-                    int payload = len - BenchFrames.PayloadOffset;
-                    int c = BinaryPrimitives.ReadUInt16BigEndian(f.Slice(BenchFrames.TcpOffset + 2)) == EnginePort ? 0 : 1;
-                    uint clientSeq = BinaryPrimitives.ReadUInt32BigEndian(f.Slice(BenchFrames.SeqOffset));
-                    BinaryPrimitives.WriteUInt32BigEndian(f.Slice(BenchFrames.SeqOffset), guestSeq[c]);
-                    BinaryPrimitives.WriteUInt32BigEndian(f.Slice(BenchFrames.AckOffset), clientSeq + (uint)payload);
-                    guestSeq[c] += (uint)payload;
-                    BinaryPrimitives.WriteUInt16BigEndian(f.Slice(BenchFrames.IpOffset + 4), ipId++);
-                    f[BenchFrames.IpOffset + 8] = ttl;
-                    BenchFrames.FixChecksums(f);
-                    int sent = 0;
-                    while (sent < len + 4)
-                    {
-                        sent += socket.Send(buf, sent, len + 4 - sent, SocketFlags.None);
-                    }
                 }
-            }
-            catch (Exception e) when (e is SocketException or ObjectDisposedException)
+            });
+            return;
+        }
+        Start("pvm-guest", () =>
+        {
+            while (pvm.EchoOne())
             {
             }
-        })
-        { Name = name, IsBackground = true };
-        t.Start();
+        });
+        Start("svm-guest", () =>
+        {
+            while (svm.EchoOne())
+            {
+            }
+        });
+
+        static void Start(string name, Action loop)
+        {
+            var t = new Thread(() =>
+            {
+                try
+                {
+                    loop();
+                }
+                catch (Exception e) when (e is SocketException or ObjectDisposedException)
+                {
+                }
+            })
+            { Name = name, IsBackground = true };
+            t.Start();
+        }
+    }
+
+    /// <summary>One VM's echo: a reply per request (addresses and ports swapped, own sequence number per connection).</summary>
+    private sealed class EchoGuest(Socket socket, int ipIdBase, byte ttl)
+    {
+        private readonly byte[] _buf = new byte[4 + NetdevStreamConnection.MaxFrameLength];
+        private readonly uint[] _guestSeq = [0x4000_0001, 0x4000_0001]; // per client port: engine, baseline connection
+        private ushort _ipId = (ushort)ipIdBase;
+
+        /// <summary>Reads one request and writes its reply; false when the socket closed.</summary>
+        public bool EchoOne()
+        {
+            byte[] buf = _buf;
+            if (!ReadExact(socket, buf, 0, 4))
+            {
+                return false;
+            }
+            int len = BinaryPrimitives.ReadInt32BigEndian(buf);
+            if (len < BenchFrames.PayloadOffset || len > NetdevStreamConnection.MaxFrameLength || !ReadExact(socket, buf, 4, len))
+            {
+                return false;
+            }
+            Span<byte> f = buf.AsSpan(4, len);
+            Swap(f, 0, 6, 6);                                      // MACs
+            Swap(f, BenchFrames.IpOffset + 12, BenchFrames.IpOffset + 16, 4); // IPv4 addresses
+            Swap(f, BenchFrames.TcpOffset, BenchFrames.TcpOffset + 2, 2);     // ports
+            int payload = len - BenchFrames.PayloadOffset;
+            int c = BinaryPrimitives.ReadUInt16BigEndian(f.Slice(BenchFrames.TcpOffset + 2)) == EnginePort ? 0 : 1;
+            uint clientSeq = BinaryPrimitives.ReadUInt32BigEndian(f.Slice(BenchFrames.SeqOffset));
+            BinaryPrimitives.WriteUInt32BigEndian(f.Slice(BenchFrames.SeqOffset), _guestSeq[c]);
+            BinaryPrimitives.WriteUInt32BigEndian(f.Slice(BenchFrames.AckOffset), clientSeq + (uint)payload);
+            _guestSeq[c] += (uint)payload;
+            BinaryPrimitives.WriteUInt16BigEndian(f.Slice(BenchFrames.IpOffset + 4), _ipId++);
+            f[BenchFrames.IpOffset + 8] = ttl;
+            BenchFrames.FixChecksums(f);
+            int sent = 0;
+            while (sent < len + 4)
+            {
+                sent += socket.Send(buf, sent, len + 4 - sent, SocketFlags.None);
+            }
+            return true;
+        }
     }
 
     private static void Swap(Span<byte> f, int a, int b, int n)
