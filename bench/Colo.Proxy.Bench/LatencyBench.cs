@@ -28,7 +28,7 @@ public sealed class LatencyRun
     public int Released { get; init; }
     /// <summary>Achieved send rate over the measured part, requests/s.</summary>
     public double AchievedRate { get; init; }
-    /// <summary>Measured sends that started more than one interval late (the pacer fell behind).</summary>
+    /// <summary>Measured sends that started more than two intervals late (the pacer fell behind).</summary>
     public int LateSends { get; init; }
     /// <summary>Send → release, µs, sorted.</summary>
     public required double[] EndToEndUs { get; init; }
@@ -197,7 +197,8 @@ public static class LatencyBench
         {
             return double.NaN;
         }
-        int rank = (int)Math.Ceiling(p / 100 * sorted.Length);
+        // p * n / 100 in doubles can land just above a whole rank (99.9 % of 1000 is 999.0000000000001): tolerate it.
+        int rank = (int)Math.Ceiling(p * sorted.Length / 100 - 1e-9);
         return sorted[Math.Clamp(rank - 1, 0, sorted.Length - 1)];
     }
 

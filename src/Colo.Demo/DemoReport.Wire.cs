@@ -20,7 +20,8 @@ public sealed partial class DemoReport
     /// Without a kill (<paramref name="killedAtUnixMs"/> ≤ 0) everything counts as before. The failover window runs from
     /// <see cref="FailoverWindowBeforeMs"/> before the kill to <see cref="FailoverWindowAfterMs"/> after the failover: an
     /// unanswered echo request sent in it is counted apart, and a guest→client gap in it that a retransmission filled
-    /// later counts as <see cref="DemoWireSummary.FailoverLossGaps"/> instead of <see cref="DemoWireSummary.SeqGaps"/>.
+    /// within <see cref="FailoverWindowAfterMs"/> counts as <see cref="DemoWireSummary.FailoverLossGaps"/> instead of
+    /// <see cref="DemoWireSummary.SeqGaps"/>.
     /// Does not update <see cref="Ok"/>.
     /// </summary>
     /// <param name="probe">The client's <see cref="ClientWorkloadResult.Wire"/>.</param>
@@ -40,10 +41,11 @@ public sealed partial class DemoReport
         long beforeLimit = killed ? killedAtUnixMs : long.MaxValue;
 
         WireTcpResult tcp = probe.Tcp;
-        // A guest→client hole in the failover window that a retransmission filled later is the in-flight output lost
-        // with the primary (the SVM's copy went to the dead primary for comparison) and resent by the SVM's TCP.
+        // A guest→client hole in the failover window that a retransmission filled soon after is the in-flight output
+        // lost with the primary (the SVM's copy went to the dead primary for comparison) and resent by the SVM's TCP. A
+        // hole covered only seconds later is the stream catching up with a jump ahead, not a retransmission.
         long failoverLossGaps = killed
-            ? tcp.Gaps.Count(g => g.Direction == "guest" && g.Kind == "gap" && g.FilledAtMs is not null &&
+            ? tcp.Gaps.Count(g => g.Direction == "guest" && g.Kind == "gap" && g.FilledAtMs - g.AtMs <= FailoverWindowAfterMs &&
                                   g.AtMs >= killedAtUnixMs - FailoverWindowBeforeMs && g.AtMs <= failoverAt + FailoverWindowAfterMs)
             : 0;
         Wire = new DemoWireSummary
@@ -186,7 +188,7 @@ public sealed class DemoWireSummary
 
     /// <summary>
     /// Guest→client gaps in the failover window (1 s before the kill to 3 s after the failover) whose missing bytes a
-    /// later retransmission filled: output the guest had sent just before the failover, lost with the primary and
+    /// retransmission filled within 3 s: output the guest had sent just before the failover, lost with the primary and
     /// resent by the SVM's TCP (a later segment, e.g. an ACK, overtook the retransmission). Allowed; listed in <see cref="Gaps"/>.
     /// </summary>
     [JsonPropertyName("failover_loss_gaps")]

@@ -258,18 +258,22 @@ public sealed class WireCheck
         var gap = new WireGap { AtMs = atMs, Kind = kind, Direction = self.Name, Delta = delta };
         _gaps.Add(gap);
         if (holeStart >= 0 && self.Holes.Count < MaxGaps)
-            self.Holes.Add(new Hole { FilledUpTo = holeStart, End = holeStart + delta, Gap = gap });
+            self.Holes.Add(new Hole(holeStart, holeStart + delta, gap));
     }
 
-    /// <summary>A segment covering [<paramref name="start"/>, <paramref name="end"/>) (stream offsets) arrived below the highest end: it may fill holes.</summary>
+    /// <summary>
+    /// A segment covering [<paramref name="start"/>, <paramref name="end"/>) (stream offsets) arrived below the highest end:
+    /// it may fill holes, in any order (a tail-loss probe resends a hole's last segment first).
+    /// </summary>
     private static void Fill(Side self, long start, long end, long atMs)
     {
+        if (end <= start)
+            return;
         for (int i = self.Holes.Count - 1; i >= 0; i--)
         {
             Hole h = self.Holes[i];
-            if (start <= h.FilledUpTo && end > h.FilledUpTo)
-                h.FilledUpTo = end;
-            if (h.FilledUpTo >= h.End)
+            h.Cover(start, end);
+            if (h.Missing.Count == 0)
             {
                 h.Gap.FilledAtMs = atMs;
                 self.Holes.RemoveAt(i);
@@ -310,11 +314,39 @@ public sealed class WireCheck
 
     private readonly record struct Note(long AtMs, Side Side, uint Seq, uint Ack, TcpSegmentFlags Flags, int Length);
 
-    private sealed class Hole
+    /// <summary>A hole's byte ranges (stream offsets) not covered yet, in order; at most <see cref="MaxPieces"/> of them.</summary>
+    private sealed class Hole(long start, long end, WireGap gap)
     {
-        public long FilledUpTo;
-        public long End;
-        public required WireGap Gap;
+        /// <summary>Most separate missing ranges tracked per hole; a fill that would split further is ignored (the hole stays open).</summary>
+        private const int MaxPieces = 64;
+
+        public readonly List<(long Start, long End)> Missing = [(start, end)];
+        public readonly WireGap Gap = gap;
+
+        /// <summary>Removes [<paramref name="start"/>, <paramref name="end"/>) from the missing ranges.</summary>
+        public void Cover(long start, long end)
+        {
+            for (int k = Missing.Count - 1; k >= 0; k--)
+            {
+                (long a, long b) = Missing[k];
+                if (end <= a || start >= b)
+                    continue;
+                bool left = a < start, right = end < b;
+                if (left && right)
+                {
+                    if (Missing.Count >= MaxPieces)
+                        continue;
+                    Missing[k] = (a, start);
+                    Missing.Insert(k + 1, (end, b));
+                }
+                else if (left)
+                    Missing[k] = (a, start);
+                else if (right)
+                    Missing[k] = (end, b);
+                else
+                    Missing.RemoveAt(k);
+            }
+        }
     }
 
     private sealed class Side(string name)

@@ -22,8 +22,12 @@ internal sealed class PrimaryProxy : ICompareSink, IDisposable
     private volatile LinkConnection? _link;
     private long _tapWriteFailures;
     private volatile bool _pvmStopped; // stopped for a checkpoint: read past the bound (see PvmStoppedForCheckpoint)
+    private bool _unprotected; // the secondary is lost for good: a commit completing after that must not protect again (under _lock)
+    private readonly Lock _backpressureGate = new(); // the episode counters change together, so the status never sees them half-updated
     private long _backpressureSince; // Stopwatch timestamp of the episode under way, 0 when none
-    private long _clientFrames, _framesToPvm, _pvmWriteFailures, _framesMirrored, _mirrorFailures, _backpressureEpisodes, _backpressureMs;
+    private long _backpressureTicks; // Stopwatch ticks of the ended episodes
+    private long _backpressureEpisodes;
+    private long _clientFrames, _framesToPvm, _pvmWriteFailures, _framesMirrored, _mirrorFailures;
     private long _epoch;
     private Thread? _tapThread;
     private Task? _pvmTask;
@@ -71,13 +75,16 @@ internal sealed class PrimaryProxy : ICompareSink, IDisposable
             _engine.OnSvmFrame(frame);
     }
 
-    /// <summary>The secondary loaded a checkpoint captured after everything held: release it all and compare from the new state.</summary>
+    /// <summary>
+    /// The secondary loaded a checkpoint captured after everything held: release it all and compare from the new state.
+    /// After <see cref="Unprotect"/> (the secondary lost while this checkpoint completed) output stays passed through.
+    /// </summary>
     public void CheckpointCommitted(ulong epoch)
     {
         lock (_lock)
         {
             _engine.OnCheckpointCommitted();
-            _engine.PassThrough = false;
+            _engine.PassThrough = _unprotected;
             Epoch = epoch;
         }
     }
@@ -93,12 +100,15 @@ internal sealed class PrimaryProxy : ICompareSink, IDisposable
     /// <summary>The checkpoint is over (committed or failed) and the PVM is about to run: the bound applies again.</summary>
     public void PvmResuming() => _pvmStopped = false;
 
-    /// <summary>Unprotected mode (no secondary): release everything held and pass output straight through.</summary>
+    /// <summary>Unprotected mode (no secondary), for good: release everything held and pass output straight through.</summary>
     public void Unprotect()
     {
         _link = null;
         lock (_lock)
+        {
+            _unprotected = true;
             _engine.PassThrough = true;
+        }
     }
 
     /// <summary>Why the compare engine last asked for a checkpoint (for logs).</summary>
@@ -122,10 +132,13 @@ internal sealed class PrimaryProxy : ICompareSink, IDisposable
         d["pvm_write_failures"] = Interlocked.Read(ref _pvmWriteFailures);
         d["frames_mirrored"] = Interlocked.Read(ref _framesMirrored);
         d["mirror_failures"] = Interlocked.Read(ref _mirrorFailures);
-        d["pvm_backpressure_episodes"] = Interlocked.Read(ref _backpressureEpisodes);
-        long since = Interlocked.Read(ref _backpressureSince);
-        d["pvm_backpressure_ms"] = Interlocked.Read(ref _backpressureMs) +
-            (since == 0 ? 0 : (long)System.Diagnostics.Stopwatch.GetElapsedTime(since).TotalMilliseconds);
+        lock (_backpressureGate)
+        {
+            // Ended episodes plus the one under way (so a long stall shows); never decreases.
+            long ticks = _backpressureTicks + (_backpressureSince == 0 ? 0 : System.Diagnostics.Stopwatch.GetTimestamp() - _backpressureSince);
+            d["pvm_backpressure_episodes"] = _backpressureEpisodes;
+            d["pvm_backpressure_ms"] = (long)(ticks * 1000.0 / System.Diagnostics.Stopwatch.Frequency);
+        }
         return d;
     }
 
@@ -225,9 +238,11 @@ internal sealed class PrimaryProxy : ICompareSink, IDisposable
     /// </summary>
     private async Task WaitUntilDrainedAsync()
     {
-        Interlocked.Increment(ref _backpressureEpisodes);
-        long start = System.Diagnostics.Stopwatch.GetTimestamp();
-        Interlocked.Exchange(ref _backpressureSince, start);
+        lock (_backpressureGate)
+        {
+            _backpressureEpisodes++;
+            _backpressureSince = System.Diagnostics.Stopwatch.GetTimestamp();
+        }
         try
         {
             while (OverHeldLimit())
@@ -235,9 +250,11 @@ internal sealed class PrimaryProxy : ICompareSink, IDisposable
         }
         finally
         {
-            // Ended episodes are added to the total; the status adds the one under way (so a long stall shows).
-            Interlocked.Add(ref _backpressureMs, (long)System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalMilliseconds);
-            Interlocked.Exchange(ref _backpressureSince, 0);
+            lock (_backpressureGate)
+            {
+                _backpressureTicks += System.Diagnostics.Stopwatch.GetTimestamp() - _backpressureSince;
+                _backpressureSince = 0;
+            }
         }
     }
 
