@@ -13,17 +13,27 @@ namespace Colo.Node.Secondary;
 /// runs. After failover the TAP replaces the link on both paths and the rewriter keeps
 /// translating connections that have an offset. One lock serialises the rewriter.
 /// </summary>
+/// <remarks>
+/// While protected, the active SVM's translated TCP output that the client has not acknowledged
+/// yet (as told by the mirrored client frames) is kept in an <see cref="UnackedOutput"/>, emptied
+/// at every checkpoint activation; at failover it is written to the TAP right after the
+/// gratuitous ARP announcements, under the same lock and before the TAP pump starts, so output
+/// the SVM had sent only to the primary (lost with it) reaches the client without waiting for a
+/// retransmission timeout. See <see cref="UnackedOutput"/> for why the replay is safe.
+/// </remarks>
 internal sealed class SecondaryProxy : IDisposable
 {
     private const int MaxQueuedFrames = 8192;
     private readonly object _lock = new();
     private readonly SequenceRewriter _rewriter = new();
+    private readonly UnackedOutput _unacked;
     private readonly Queue<(byte[] Buffer, int Length)> _queued = new();
     private readonly ILogger _log;
     private readonly CancellationTokenSource _stop = new();
     private NetdevStreamConnection? _active;
     private LinkConnection? _link;
     private TapDevice? _tap;
+    private Action<ReadOnlySpan<byte>>? _toClients;
     private bool _deliver;
     private ulong _epoch;
     private long _droppedQueued;
@@ -34,7 +44,14 @@ internal sealed class SecondaryProxy : IDisposable
     /// <summary>True for a RARP frame (ethertype 0x8035), which QEMU sends to announce a NIC after an incoming migration.</summary>
     internal static bool IsRarp(ReadOnlySpan<byte> frame) => frame.Length >= 14 && frame[12] == 0x80 && frame[13] == 0x35;
 
-    public SecondaryProxy(ILogger log) => _log = log;
+    /// <summary>Creates the proxy; nothing runs until an SVM is activated.</summary>
+    /// <param name="log">Logger.</param>
+    /// <param name="unacked">Bounds of the SVM output kept for the failover replay; defaults when null.</param>
+    public SecondaryProxy(ILogger log, UnackedOutputOptions? unacked = null)
+    {
+        _log = log;
+        _unacked = new UnackedOutput(unacked);
+    }
 
     public bool FailedOver { get; private set; }
 
@@ -55,6 +72,8 @@ internal sealed class SecondaryProxy : IDisposable
             _active = svm;
             _epoch = epoch;
             _rewriter.ResetAfterCheckpoint();
+            // The new SVM holds the PVM's state: what the old one sent is no longer its output.
+            _unacked.Clear();
             Flush();
             _deliver = true;
         }
@@ -71,6 +90,9 @@ internal sealed class SecondaryProxy : IDisposable
         lock (_lock)
         {
             _clientFrames++;
+            // Before the rewrite: the acknowledgement is still in the PVM's space, as the kept SVM output is.
+            if (!FailedOver)
+                _unacked.OnClientFrame(buf.AsSpan(0, len));
             if (_deliver && _active != null && !FailedOver)
             {
                 Deliver(buf.AsSpan(0, len));
@@ -118,12 +140,14 @@ internal sealed class SecondaryProxy : IDisposable
                     _rarpDropped++;
                     continue;
                 }
-                _rewriter.RewriteFromSvm(buffer.AsSpan(0, n));
+                bool translated = _rewriter.RewriteFromSvm(buffer.AsSpan(0, n));
                 if (FailedOver)
                 {
-                    WriteTap(buffer.AsSpan(0, n));
+                    _toClients?.Invoke(buffer.AsSpan(0, n));
                     continue;
                 }
+                // Kept before it goes to the primary, so before the client can acknowledge it.
+                _unacked.OnSvmFrame(buffer.AsSpan(0, n), translated);
                 link = _link;
                 epoch = _epoch;
             }
@@ -140,21 +164,45 @@ internal sealed class SecondaryProxy : IDisposable
         }
     }
 
-    /// <summary>Failover: the TAP becomes the client-facing port; queued frames go to the SVM.</summary>
+    /// <summary>
+    /// Failover: the TAP becomes the client-facing port; queued frames go to the SVM; the announcement
+    /// goes out three times, then the SVM's unacknowledged output (<see cref="UnackedOutput.DrainTo"/>);
+    /// then the TAP pump starts.
+    /// </summary>
     public void Failover(TapDevice tap, ReadOnlySpan<byte> announcement)
     {
+        _tap = tap;
+        TakeOver(announcement, WriteTap);
+        TapPump.Start(tap, _stop.Token, _log, OnTapFrame);
+    }
+
+    /// <summary>
+    /// The failover steps on the frame paths, without the TAP pump: from now on SVM output goes to
+    /// <paramref name="toClients"/> (also used directly by tests).
+    /// </summary>
+    /// <param name="announcement">Gratuitous ARP frame, sent three times before the replay.</param>
+    /// <param name="toClients">Writes one frame to the client network; must not throw.</param>
+    /// <returns>Segments of unacknowledged SVM output replayed.</returns>
+    internal int TakeOver(ReadOnlySpan<byte> announcement, Action<ReadOnlySpan<byte>> toClients)
+    {
+        int replayed;
+        long bytes;
         lock (_lock)
         {
-            _tap = tap;
+            _toClients = toClients;
             FailedOver = true;
             _link = null;
             _rewriter.LearnOffsets = false;
             Flush();
             _deliver = true;
             for (int i = 0; i < 3; i++)
-                WriteTap(announcement);
+                toClients(announcement);
+            long before = _unacked.ReplayedBytes;
+            replayed = _unacked.DrainTo(toClients);
+            bytes = _unacked.ReplayedBytes - before;
         }
-        TapPump.Start(tap, _stop.Token, _log, OnTapFrame);
+        _log.LogInformation("failover: replayed {Segments} unacknowledged SVM segments ({Bytes} bytes) to the clients", replayed, bytes);
+        return replayed;
     }
 
     public Dictionary<string, long> Counters()
@@ -170,6 +218,17 @@ internal sealed class SecondaryProxy : IDisposable
                 ["rewriter_connections"] = _rewriter.ConnectionCount,
                 ["rewriter_rewritten_frames"] = _rewriter.RewrittenFrames,
                 ["rewriter_evictions"] = _rewriter.Evictions,
+                ["rewriter_offsets_lost"] = _rewriter.OffsetsLost,
+                ["unacked_bytes"] = _unacked.RetainedBytes,
+                ["unacked_bytes_peak"] = _unacked.PeakRetainedBytes,
+                ["unacked_segments"] = _unacked.RetainedSegments,
+                ["unacked_connections"] = _unacked.Connections,
+                ["unacked_not_retained"] = _unacked.NotRetained,
+                ["unacked_untranslated"] = _unacked.Untranslated,
+                ["unacked_already_acked"] = _unacked.AlreadyAcked,
+                ["unacked_after_close"] = _unacked.AfterClose,
+                ["failover_replayed_segments"] = _unacked.ReplayedSegments,
+                ["failover_replayed_bytes"] = _unacked.ReplayedBytes,
             };
         }
     }
@@ -225,5 +284,7 @@ internal sealed class SecondaryProxy : IDisposable
     {
         _stop.Cancel();
         _tap?.Dispose();
+        lock (_lock)
+            _unacked.Clear();
     }
 }

@@ -44,6 +44,9 @@ public sealed class SequenceRewriter
     private readonly long _closedIdleTicks;
     private readonly long _idleTicks;
     private long _lastExpire;
+    // Since the last checkpoint reset, an open entry whose offset was not known to be 0 was evicted or expired: an
+    // untracked connection may then need an offset nobody knows any more.
+    private bool _untrackedUnsure;
 
     /// <summary>Creates a rewriter.</summary>
     /// <param name="time">Clock for expiry; <see cref="TimeProvider.System"/> when null.</param>
@@ -76,6 +79,13 @@ public sealed class SequenceRewriter
 
     /// <summary>Entries evicted because the table was full.</summary>
     public long Evictions { get; private set; }
+
+    /// <summary>
+    /// Open entries whose offset was not known to be 0 (non-zero, or a handshake still in progress) that were evicted or
+    /// expired. After one, until the next <see cref="ResetAfterCheckpoint"/>, <see cref="RewriteFromSvm"/> no longer
+    /// vouches for untracked connections (returns false for them).
+    /// </summary>
+    public long OffsetsLost { get; private set; }
 
     /// <summary>
     /// Client → SVM: on connections with a non-zero offset subtracts it from the acknowledgement number and from both
@@ -167,11 +177,21 @@ public sealed class SequenceRewriter
     /// Malformed and non-TCP frames are left untouched. Never throws.
     /// </summary>
     /// <param name="frame">The frame, modified in place.</param>
-    public void RewriteFromSvm(Span<byte> frame)
+    /// <returns>
+    /// True when the frame is a well-formed TCP segment whose sequence number is now in the space the client knows (the
+    /// PVM's): its connection is tracked with a known offset (0 or not), or it is untracked, which means it was opened
+    /// before the last checkpoint (the SVM then holds the PVM's state: offset 0) or, after failover
+    /// (<see cref="LearnOffsets"/> false), by a client talking to the SVM directly. False for non-TCP and malformed
+    /// frames, for a connection whose handshake has not given its offset yet (the SVM's SYN or SYN-ACK included), and
+    /// for untracked connections once an entry whose offset was not known to be 0 has been evicted or expired since the
+    /// last checkpoint (<see cref="OffsetsLost"/>; such a connection cannot be told apart from one that predates it).
+    /// Callers that keep translated output (e.g. <see cref="UnackedOutput"/>) must only keep frames for which this is true.
+    /// </returns>
+    public bool RewriteFromSvm(Span<byte> frame)
     {
         if (!PacketView.TryParse(frame, out PacketView v, out _) || !v.IsTcp)
         {
-            return;
+            return false;
         }
         Key key = new(v.SrcAddress, v.DstAddress, v.SrcPort, v.DstPort, v.IsIPv6);
         long now = _time.GetTimestamp();
@@ -194,7 +214,7 @@ public sealed class SequenceRewriter
             {
                 if (!LearnOffsets)
                 {
-                    return;
+                    return true; // after failover the SVM's space is the client's for new connections
                 }
                 e = Add(key, now);
                 e.IsnKnown = true;
@@ -203,7 +223,7 @@ public sealed class SequenceRewriter
         }
         if (e is null)
         {
-            return;
+            return !_untrackedUnsure;
         }
         e.LastActivity = now;
         if (v.Has(TcpFlags.Rst))
@@ -214,9 +234,13 @@ public sealed class SequenceRewriter
         {
             e.SvmFin = true;
         }
-        if (!e.OffsetKnown || e.Offset == 0)
+        if (!e.OffsetKnown)
         {
-            return;
+            return false;
+        }
+        if (e.Offset == 0)
+        {
+            return true;
         }
         Span<byte> tcp = frame.Slice(v.L4Offset);
         ushort ck = BinaryPrimitives.ReadUInt16BigEndian(tcp.Slice(16, 2));
@@ -225,6 +249,7 @@ public sealed class SequenceRewriter
         BinaryPrimitives.WriteUInt32BigEndian(tcp.Slice(4, 4), newSeq);
         BinaryPrimitives.WriteUInt16BigEndian(tcp.Slice(16, 2), Checksum.Update32(ck, oldSeq, newSeq));
         RewrittenFrames++;
+        return true;
     }
 
     /// <summary>
@@ -238,6 +263,7 @@ public sealed class SequenceRewriter
             _pool.Push(kv.Value);
         }
         _table.Clear();
+        _untrackedUnsure = false;
     }
 
     private Entry Add(Key key, long now)
@@ -262,6 +288,18 @@ public sealed class SequenceRewriter
         _pool.Push(e);
     }
 
+    /// <summary>Removes an entry by eviction or expiry, noting when an open connection's non-zero or unknown offset is lost.</summary>
+    private void Drop(Entry e)
+    {
+        bool closed = e.Rst || (e.ClientFin && e.SvmFin);
+        if (!closed && !(e.OffsetKnown && e.Offset == 0))
+        {
+            _untrackedUnsure = true;
+            OffsetsLost++;
+        }
+        Remove(e);
+    }
+
     /// <summary>
     /// The table is full: removes closed and idle entries; if there are none, the least recently used entry whose
     /// offset is 0 (forgetting it changes no packet), and only if every entry carries an offset, the least recently used.
@@ -277,7 +315,7 @@ public sealed class SequenceRewriter
             long idle = now - e.LastActivity;
             if (closed || idle >= _idleTicks)
             {
-                Remove(e);
+                Drop(e);
                 removed++;
             }
             else
@@ -294,7 +332,7 @@ public sealed class SequenceRewriter
         }
         if (removed == 0 && (lruZero ?? lru) is { } victim)
         {
-            Remove(victim);
+            Drop(victim);
             removed = 1;
         }
         Evictions += removed;
@@ -317,7 +355,7 @@ public sealed class SequenceRewriter
             bool pinned = !LearnOffsets && e.OffsetKnown && e.Offset != 0;
             if ((closed && idle >= _closedIdleTicks) || (idle >= _idleTicks && !pinned))
             {
-                Remove(e);
+                Drop(e);
             }
         }
     }
