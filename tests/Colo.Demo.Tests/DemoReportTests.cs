@@ -110,11 +110,14 @@ public class DemoReportTests
             new() { AtMs = kill + 5_000, GapMs = 900 },      // inside the window
             new() { AtMs = kill + 10_001, GapMs = 9_000 },   // starts after the window: ignored
         };
-        Assert.Equal(1_800, DemoReport.ComputeClientGapMs(gaps, kill));
+        Assert.Equal(1_800, DemoReport.ComputeClientGapMs(gaps, kill, windowMs: 10_000));
         Assert.Equal(0, DemoReport.ComputeClientGapMs([], kill));
         Assert.Equal(0, DemoReport.ComputeClientGapMs([new RedisGap { AtMs = kill - 500, GapMs = 499 }], kill));
         Assert.Equal(499, DemoReport.ComputeClientGapMs([new RedisGap { AtMs = kill - 499, GapMs = 499 }], kill)); // touches the kill
-        Assert.Equal(300, DemoReport.ComputeClientGapMs([new RedisGap { AtMs = kill + 10_000, GapMs = 300 }], kill)); // touches the end
+        Assert.Equal(300, DemoReport.ComputeClientGapMs([new RedisGap { AtMs = kill + 10_000, GapMs = 300 }], kill, windowMs: 10_000)); // touches the end
+        // The default window is 1 s: a stall starting later is not the failover's.
+        Assert.Equal(0, DemoReport.ComputeClientGapMs([new RedisGap { AtMs = kill + 1_001, GapMs = 300 }], kill));
+        Assert.Equal(45, DemoReport.ComputeClientGapMs([new RedisGap { AtMs = kill - 5, GapMs = 45 }, new RedisGap { AtMs = kill + 1_500, GapMs = 90 }], kill));
         Assert.Equal(9_000, DemoReport.ComputeClientGapMs(gaps, kill, windowMs: 20_000));
     }
 
