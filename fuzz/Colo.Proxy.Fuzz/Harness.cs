@@ -39,7 +39,7 @@ internal static class Harness
         Both = 4,
         /// <summary>Clock: advance by StepsMicros[arg &amp; 7], OnTick; arg bit 3: rewriter.Expire(); bit 4: a second OnTick.</summary>
         Time = 5,
-        /// <summary>Checkpoint: arg &amp; 3 = 0 commit now, 1 MarkCheckpoint, 2 commit the last mark, 3 mark-or-commit; bit 2: keep the rewriter's offsets.</summary>
+        /// <summary>Checkpoint: arg &amp; 3 = 0 commit now, 1 MarkCheckpoint, 2 commit the last mark, 3 mark-or-commit; bit 2: keep the rewriter's offsets; bit 3: failover replay (drain the unacknowledged SVM output) instead.</summary>
         Checkpoint = 6,
         /// <summary>Mode: arg &amp; 3 = 0 toggle PassThrough, 1 toggle rewriter LearnOffsets, 2 read counters, 3 rewriter.Expire().</summary>
         Mode = 7,
@@ -102,6 +102,11 @@ internal static class Harness
         var sink = new CheckingSink(data);
         var engine = new CompareEngine(options, sink, time);
         var rw = new SequenceRewriter(time, maxConnections: (config & 0x20) != 0 ? 2 : 65536);
+        // The secondary's copy of the SVM's unacknowledged TCP output (replayed at failover), tight bounds with config bit 5.
+        UnackedOutputOptions unackedOptions = (config & 0x20) != 0
+            ? new UnackedOutputOptions { MaxBytes = 4096, MaxBytesPerConnection = 2048, MaxConnections = 2 }
+            : new UnackedOutputOptions();
+        var unacked = new UnackedOutput(unackedOptions);
         if ((config & 0x80) != 0)
         {
             engine.PassThrough = true;
@@ -137,9 +142,16 @@ internal static class Harness
                     engine.OnSvmFrame(frame);
                     break;
                 case Op.SvmRewritten:
-                    engine.OnSvmFrame(RewriteChecked(rw, frame, fromClient: false, fixChecksum: (arg & 1) != 0));
-                    break;
+                    {
+                        ReadOnlySpan<byte> svm = RewriteChecked(rw, frame, fromClient: false, fixChecksum: (arg & 1) != 0);
+                        unacked.OnSvmFrame(svm, translated: (arg & 2) == 0);
+                        CheckUnacked(unacked, unackedOptions.MaxBytes);
+                        engine.OnSvmFrame(svm);
+                        break;
+                    }
                 case Op.Client:
+                    unacked.OnClientFrame(frame);
+                    CheckUnacked(unacked, unackedOptions.MaxBytes);
                     RewriteChecked(rw, frame, fromClient: true, fixChecksum: (arg & 1) != 0);
                     break;
                 case Op.Both:
@@ -187,6 +199,12 @@ internal static class Harness
                     }
                     break;
                 case Op.Checkpoint:
+                    if ((arg & 8) != 0)
+                    {
+                        DrainUnacked(unacked);
+                        break;
+                    }
+                    unacked.Clear();
                     if (engine.PassThrough)
                     {
                         break; // unprotected: no checkpoints
@@ -367,6 +385,42 @@ internal static class Harness
             throw new InvariantViolationException(
                 $"parser: {what}: kind={v.Kind} frame={v.Frame.Length} l3={v.L3Offset} ipTotal={v.IpTotalLength} l4={v.L4Offset} " +
                 $"tcpHdr={v.TcpHeaderLength} payload={v.PayloadOffset}+{v.PayloadLength} sack={v.SackOffset}x{v.SackBlockCount} ts={v.TimestampOptionOffset}");
+        }
+    }
+
+    /// <summary>The unacknowledged-output store's bounds and counts hold: never over its byte bound, never negative.</summary>
+    private static void CheckUnacked(UnackedOutput u, long maxBytes)
+    {
+        if (u.RetainedBytes < 0 || u.RetainedSegments < 0 || u.Connections < 0)
+        {
+            throw new InvariantViolationException($"UnackedOutput counts negative: {u.RetainedBytes} B, {u.RetainedSegments} segments, {u.Connections} connections");
+        }
+        if (u.RetainedBytes > maxBytes || u.PeakRetainedBytes > maxBytes)
+        {
+            throw new InvariantViolationException($"UnackedOutput over its bound: {u.RetainedBytes} (peak {u.PeakRetainedBytes}) > {maxBytes} B");
+        }
+        if ((u.RetainedSegments == 0) != (u.RetainedBytes == 0))
+        {
+            throw new InvariantViolationException($"UnackedOutput: {u.RetainedSegments} segments but {u.RetainedBytes} B");
+        }
+    }
+
+    /// <summary>Failover replay: every replayed frame is a TCP segment with payload or FIN; the store is empty afterwards.</summary>
+    private static void DrainUnacked(UnackedOutput u)
+    {
+        int segments = u.RetainedSegments;
+        int written = 0;
+        int n = u.DrainTo(f =>
+        {
+            written++;
+            if (!PacketView.TryParse(f, out PacketView v, out _) || !v.IsTcp || (v.PayloadLength == 0 && (v.Flags & TcpFlags.Fin) == 0))
+            {
+                throw new InvariantViolationException("UnackedOutput replayed a frame that is not a TCP segment with payload or FIN");
+            }
+        });
+        if (n != segments || written != segments || u.RetainedSegments != 0 || u.RetainedBytes != 0)
+        {
+            throw new InvariantViolationException($"UnackedOutput drain: {n} returned, {written} written, {segments} held, {u.RetainedSegments} left");
         }
     }
 
