@@ -48,7 +48,12 @@ public sealed class PrimaryNode
         _reporter = new StatusReporter(_status, config.RunDirectory, () => _proxy?.Counters(), _log) { BeforeWrite = RefreshDiskStatus };
     }
 
-    /// <summary>Runs until cancelled or the PVM dies.</summary>
+    /// <summary>
+    /// Runs until cancelled or the PVM dies. When the secondary does not answer within <c>link_wait_ms</c> the PVM
+    /// serves on unprotected (state <c>unprotected</c>, <c>peer_lost_reason</c> "secondary never connected: ...")
+    /// instead of dying with the daemon; no later protection is attempted (a secondary starting afterwards is not
+    /// accepted: restart both daemons to protect the VM).
+    /// </summary>
     /// <returns>0 after cancellation, 2 when the PVM died, 4 when fenced (the secondary took over), 1 on errors.</returns>
     public async Task<int> RunAsync(CancellationToken ct)
     {
@@ -83,7 +88,19 @@ public sealed class PrimaryNode
             _status.State = "syncing";
             WriteStatus();
 
-            await using var link = _link = await LinkConnection.ConnectAsync(_cfg.LinkEndPoint, TimeSpan.FromMilliseconds(_cfg.LinkWaitMs), _loggers.CreateLogger("link"), ct);
+            LinkConnection connected;
+            try
+            {
+                // Refused or failed attempts are retried until link_wait_ms has passed, then TimeoutException.
+                connected = await LinkConnection.ConnectAsync(_cfg.LinkEndPoint, TimeSpan.FromMilliseconds(_cfg.LinkWaitMs), _loggers.CreateLogger("link"), ct);
+            }
+            catch (TimeoutException e)
+            {
+                // The standby host is down: the VM must not die with this daemon. It serves on unprotected, for good.
+                SecondaryLost("secondary never connected: " + e.Message);
+                return await ServeUntilEndAsync(pvm, proxy, ct);
+            }
+            await using var link = _link = connected;
             await link.SendAsync(MessageType.Hello, 0, LinkHello.Encode(new LinkHello("primary", _cfg.VmName, _cfg.MemoryBytes, VmSpecs.ConfigHash(_cfg))), ct);
             // Not tied to ct: on a stop the goodbye must still go out before the link closes.
             var receive = Task.Run(() => link.RunReceiveLoopAsync(OnMessageAsync, CancellationToken.None));
@@ -122,31 +139,7 @@ public sealed class PrimaryNode
             }
 
             var scheduler = Task.Run(() => ScheduleAsync(checkpointer, ct), ct);
-            var statusLoop = Task.Run(() => _reporter.RunAsync(ct), ct);
-            await Task.WhenAny(pvm.Exited, proxy.PvmClosed, _fenced.Task, Task.Delay(Timeout.Infinite, ct));
-            _stopping = true; // from here on a lost secondary changes nothing (no release to the TAP, no status change)
-            if (_fenced.Task.IsCompleted)
-            {
-                pvm.Kill();
-                _status.State = "fenced";
-                _status.Error = "fenced: " + _fenced.Task.Result;
-                WriteStatus();
-                return 4;
-            }
-            if (ct.IsCancellationRequested)
-            {
-                // An operator stopping the primary ends the PVM: the secondary takes over.
-                await SayGoodbyeAsync(FarewellKind.Survive, "primary stopping");
-                _status.State = "stopped";
-                WriteStatus();
-                return 0;
-            }
-            _log.LogError("PVM died (QEMU pid {Pid} exited)", pvm.Pid);
-            _status.State = "pvm-dead";
-            _status.Error = "PVM exited";
-            WriteStatus();
-            await SayGoodbyeAsync(FarewellKind.Survive, "PVM died");
-            return 2;
+            return await ServeUntilEndAsync(pvm, proxy, ct);
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
         {
@@ -171,6 +164,40 @@ public sealed class PrimaryNode
         {
             TryDelete(ramPath);
         }
+    }
+
+    /// <summary>
+    /// Serves, protected or not, keeping <c>status.json</c> fresh, until the PVM dies, the secondary fences this primary
+    /// or <paramref name="ct"/> is cancelled; then says goodbye on the link (if any) and records the final state.
+    /// </summary>
+    /// <returns>The exit code of <see cref="RunAsync"/>: 0 stopped, 2 PVM died, 4 fenced.</returns>
+    private async Task<int> ServeUntilEndAsync(QemuProcess pvm, PrimaryProxy proxy, CancellationToken ct)
+    {
+        _ = Task.Run(() => _reporter.RunAsync(ct), ct);
+        await Task.WhenAny(pvm.Exited, proxy.PvmClosed, _fenced.Task, Task.Delay(Timeout.Infinite, ct));
+        _stopping = true; // from here on a lost secondary changes nothing (no release to the TAP, no status change)
+        if (_fenced.Task.IsCompleted)
+        {
+            pvm.Kill();
+            _status.State = "fenced";
+            _status.Error = "fenced: " + _fenced.Task.Result;
+            WriteStatus();
+            return 4;
+        }
+        if (ct.IsCancellationRequested)
+        {
+            // An operator stopping the primary ends the PVM: the secondary (if there is one) takes over.
+            await SayGoodbyeAsync(FarewellKind.Survive, "primary stopping");
+            _status.State = "stopped";
+            WriteStatus();
+            return 0;
+        }
+        _log.LogError("PVM died (QEMU pid {Pid} exited)", pvm.Pid);
+        _status.State = "pvm-dead";
+        _status.Error = "PVM exited";
+        WriteStatus();
+        await SayGoodbyeAsync(FarewellKind.Survive, "PVM died");
+        return 2;
     }
 
     private Task SayGoodbyeAsync(FarewellKind kind, string reason) =>
