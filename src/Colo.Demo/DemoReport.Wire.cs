@@ -39,15 +39,14 @@ public sealed partial class DemoReport
         bool killed = killedAtUnixMs > 0;
         long failoverAt = killed ? Math.Max(killedAtUnixMs, detectedAtUnixMs) : long.MaxValue;
         long beforeLimit = killed ? killedAtUnixMs : long.MaxValue;
+        bool InFailoverWindow(long atMs) => killed && atMs >= killedAtUnixMs - FailoverWindowBeforeMs && atMs <= failoverAt + FailoverWindowAfterMs;
 
         WireTcpResult tcp = probe.Tcp;
         // A guest→client hole in the failover window that a retransmission filled soon after is the in-flight output
         // lost with the primary (the SVM's copy went to the dead primary for comparison) and resent by the SVM's TCP. A
         // hole covered only seconds later is the stream catching up with a jump ahead, not a retransmission.
-        long failoverLossGaps = killed
-            ? tcp.Gaps.Count(g => g.Direction == "guest" && g.Kind == "gap" && g.FilledAtMs - g.AtMs <= FailoverWindowAfterMs &&
-                                  g.AtMs >= killedAtUnixMs - FailoverWindowBeforeMs && g.AtMs <= failoverAt + FailoverWindowAfterMs)
-            : 0;
+        long failoverLossGaps = tcp.Gaps.Count(g => g.Direction == "guest" && g.Kind == "gap" &&
+                                                    g.FilledAtMs - g.AtMs <= FailoverWindowAfterMs && InFailoverWindow(g.AtMs));
         Wire = new DemoWireSummary
         {
             Segments = tcp.Guest.Segments,
@@ -91,9 +90,7 @@ public sealed partial class DemoReport
             Answered = rtts.Count,
             PayloadMismatches = probe.Icmp.PayloadMismatches,
             Unanswered = probe.Icmp.Sent - rtts.Count,
-            UnansweredInFailoverWindow = killed
-                ? unanswered.Count(p => p.SentMs >= killedAtUnixMs - FailoverWindowBeforeMs && p.SentMs <= failoverAt + FailoverWindowAfterMs)
-                : 0,
+            UnansweredInFailoverWindow = unanswered.Count(p => InFailoverWindow(p.SentMs)),
             AnsweredBeforeFailover = pings.Count(p => p.ReplyMs < beforeLimit),
             AnsweredAfterFailover = killed ? pings.Count(p => p.ReplyMs >= failoverAt) : 0,
             SendErrors = probe.Icmp.SendErrors,
