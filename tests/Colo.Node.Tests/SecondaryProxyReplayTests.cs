@@ -6,6 +6,7 @@ using Colo.Node.Secondary;
 using Colo.Proxy;
 using Microsoft.Extensions.Logging.Abstractions;
 using Xunit;
+using static Colo.Node.Tests.Support.PrimaryProxyRig;
 
 namespace Colo.Node.Tests;
 
@@ -16,7 +17,6 @@ namespace Colo.Node.Tests;
 /// </summary>
 public sealed class SecondaryProxyReplayTests : IDisposable
 {
-    private static readonly TimeSpan WaitTimeout = TimeSpan.FromSeconds(10);
     private const uint GuestIp = 0xC612000A;  // 198.18.0.10
     private const uint ClientIp = 0xC6120064; // 198.18.0.100
     private const ushort GuestPort = 6379;
@@ -113,17 +113,6 @@ public sealed class SecondaryProxyReplayTests : IDisposable
         svm1.Close();
         svm2.Close();
         await Task.WhenAll(reader1, reader2).WaitAsync(WaitTimeout);
-    }
-
-    private static async Task WaitUntilAsync(Func<bool> condition, string what)
-    {
-        var sw = Stopwatch.StartNew();
-        while (!condition())
-        {
-            if (sw.Elapsed > WaitTimeout)
-                throw new TimeoutException($"timed out waiting for {what}");
-            await Task.Delay(5);
-        }
     }
 
     /// <summary>An IPv4 TCP frame (checksums left 0: nothing on this path verifies them).</summary>
