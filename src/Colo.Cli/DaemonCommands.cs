@@ -71,6 +71,12 @@ internal static class DaemonCommands
         cmd.SetAction(async (pr, _) =>
         {
             string path = Path.Combine(pr.GetValue(runDir)!, "status.json");
+            int limit = pr.GetValue(timeout);
+            if (limit <= 0)
+            {
+                Console.Error.WriteLine($"colo checkpoint: --timeout-ms must be positive (was {limit})");
+                return 64;
+            }
             var before = NodeStatus.TryRead(path);
             if (before == null)
             {
@@ -88,7 +94,6 @@ internal static class DaemonCommands
                 return 1;
             }
             var watch = System.Diagnostics.Stopwatch.StartNew();
-            int limit = pr.GetValue(timeout);
             while (watch.ElapsedMilliseconds < limit && !Lifetime.Token.IsCancellationRequested)
             {
                 var now = NodeStatus.TryRead(path);
@@ -96,6 +101,13 @@ internal static class DaemonCommands
                 {
                     Console.WriteLine($"checkpoint {now.Epoch} done (pause {now.PauseMs.LastOrDefault():F1} ms)");
                     return 0;
+                }
+                if (now != null && (now.State != "protected" || now.FailedOver))
+                {
+                    // The secondary was lost (or the PVM died) before the checkpoint: it will not come.
+                    Console.Error.WriteLine($"colo checkpoint: the daemon left the protected state (now {now.State}" +
+                        (now.PeerLostReason is { } why ? $": {why}" : "") + "); no checkpoint");
+                    return 1;
                 }
                 await Task.Delay(50);
             }
