@@ -117,11 +117,12 @@ internal static class DaemonCommands
         return cmd;
     }
 
-    private static bool IsColoDaemon(int pid)
+    /// <summary>True when <paramref name="pid"/> is a running colo daemon of <paramref name="role"/> (its command line names the role).</summary>
+    private static bool IsColoDaemon(int pid, string role = "primary")
     {
         try
         {
-            return pid > 0 && File.ReadAllText($"/proc/{pid}/cmdline").Contains("primary", StringComparison.Ordinal);
+            return pid > 0 && File.ReadAllText($"/proc/{pid}/cmdline").Contains(role, StringComparison.Ordinal);
         }
         catch (IOException)
         {
@@ -143,6 +144,12 @@ internal static class DaemonCommands
                 return 1;
             }
             Console.WriteLine(JsonSerializer.Serialize(status, new JsonSerializerOptions { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower }));
+            bool ended = status.State is "stopped" or "error" or "fenced" or "pvm-dead";
+            if (!ended && status.Role is { } role && !IsColoDaemon(status.DaemonPid, role))
+            {
+                // A daemon killed with its host (SIGKILL) never writes a final state: this file is its last word.
+                Console.Error.WriteLine($"colo: warning: daemon pid {status.DaemonPid} is not running; state \"{status.State}\" is what it last wrote");
+            }
             return 0;
         });
         return cmd;
